@@ -1,0 +1,417 @@
+//! One loaded function and its calls. Every call gets a fresh `Store` and instance from the
+//! cached `InstancePre`, so nothing survives from one call to the next; the store is where the
+//! call's limits are armed (memory limiter, fuel, epoch deadline).
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::Value;
+use wasmtime::{
+    Instance, InstancePre, ModuleExport, ResourceLimiter, Store, Trap, UpdateDeadline, Val,
+};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
+
+use crate::args;
+use crate::cache::LoadSource;
+use crate::config::Limits;
+use crate::error::CallError;
+use crate::kind::{self, Entry, Kind};
+
+/// What to load: the deploy-time description of a function.
+#[derive(Debug, Clone, Default)]
+pub struct FunctionSpec {
+    /// The function's name; also the export called for the non-WASI kinds unless `export`
+    /// names another.
+    pub name: String,
+    /// The deploy's `wasi_cap`: `Some(true)` runs `_start`, `Some(false)` calls an export,
+    /// `None` decides from the module.
+    pub wasi: Option<bool>,
+    pub export: Option<String>,
+    /// `None`: the runtime's defaults.
+    pub limits: Option<Limits>,
+    /// Environment of WASI commands.
+    pub env: Vec<(String, String)>,
+}
+
+/// The per-call state a store carries.
+pub(crate) struct CallState {
+    pub(crate) wasi: Option<WasiP1Ctx>,
+    limiter: CallLimiter,
+    deadline: Instant,
+    interrupted: Arc<AtomicBool>,
+}
+
+impl CallState {
+    pub(crate) fn wasi(&mut self) -> &mut WasiP1Ctx {
+        // Only modules that import WASI are linked against it, and their stores always get a
+        // context (`Function::needs_wasi`).
+        self.wasi
+            .as_mut()
+            .expect("a WASI-importing module has a WASI context")
+    }
+}
+
+struct CallLimiter {
+    memory_cap: u64,
+}
+
+/// Raised from inside wasmtime to stop a call; told apart from traps by downcasting.
+#[derive(Debug, thiserror::Error)]
+#[error("memory limit reached ({requested} bytes requested)")]
+struct MemoryLimitHit {
+    requested: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("call deadline passed")]
+struct TimeoutHit;
+
+#[derive(Debug, thiserror::Error)]
+#[error("runtime interrupted")]
+struct InterruptHit;
+
+impl ResourceLimiter for CallLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired as u64 > self.memory_cap {
+            return Err(MemoryLimitHit {
+                requested: desired as u64,
+            }
+            .into());
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        _desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(true)
+    }
+}
+
+/// A function ready to call, from any number of threads at once.
+pub struct Function {
+    pub(crate) name: String,
+    pub(crate) entry: Entry,
+    pub(crate) pre: InstancePre<CallState>,
+    pub(crate) limits: Limits,
+    pub(crate) env: Vec<(String, String)>,
+    pub(crate) needs_wasi: bool,
+    pub(crate) fuel_metered: bool,
+    pub(crate) exports: Exports,
+    pub(crate) interrupted: Arc<AtomicBool>,
+    pub(crate) digest: String,
+    pub(crate) source: LoadSource,
+}
+
+/// Export indices resolved once at load, so a call does no name lookups.
+pub(crate) struct Exports {
+    pub(crate) entry: ModuleExport,
+    pub(crate) memory: Option<ModuleExport>,
+    pub(crate) heap_base: Option<ModuleExport>,
+}
+
+/// Where a WASI command's stdio goes.
+enum Io {
+    /// Into buffers: stdout is the result.
+    Capture {
+        stdout: MemoryOutputPipe,
+        stderr: MemoryOutputPipe,
+    },
+    /// The process's own stdio (a container's FIFOs in the shim's command mode).
+    Inherit,
+}
+
+const STDERR_KEEP: usize = 64 << 10;
+const STDERR_TAIL: usize = 2048;
+
+impl Function {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    pub fn kind(&self) -> Kind {
+        self.entry.kind
+    }
+    /// The export that is called (`_start` for WASI commands).
+    pub fn export(&self) -> &str {
+        &self.entry.export
+    }
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+    /// Hex SHA-256 of the module bytes.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+    /// How this function's module was obtained at load (compiled, or from a cache).
+    pub fn load_source(&self) -> LoadSource {
+        self.source
+    }
+
+    /// One invocation: `args` is a JSON object (named) or array (positional). Returns the
+    /// result text: a command's stdout (one trailing newline stripped), the string a
+    /// string-ABI export returned, or a numeric export's results.
+    pub fn call(&self, args: &Value) -> Result<String, CallError> {
+        match self.entry.kind {
+            Kind::Command => {
+                let cap = self.limits.max_output_bytes;
+                let stdout = MemoryOutputPipe::new(cap.saturating_add(1));
+                let stderr = MemoryOutputPipe::new(STDERR_KEEP);
+                let io = Io::Capture {
+                    stdout: stdout.clone(),
+                    stderr: stderr.clone(),
+                };
+                let status = self.run_start(&args::argv(args), io, None);
+                let err_text = stderr.contents();
+                if !err_text.is_empty() {
+                    tracing::info!(function = %self.name, "stderr: {}", String::from_utf8_lossy(&err_text).trim_end());
+                }
+                let out = stdout.contents();
+                if out.len() > cap {
+                    return Err(CallError::OutputTooLarge { limit: cap });
+                }
+                match status? {
+                    0 => {}
+                    status => {
+                        return Err(CallError::Exit {
+                            status,
+                            stderr: tail(&err_text),
+                        })
+                    }
+                }
+                let out = out.strip_suffix(b"\n").unwrap_or(&out);
+                Ok(String::from_utf8_lossy(out).into_owned())
+            }
+            Kind::StringAbi => self.call_string(args::json_input(args).as_bytes()),
+            Kind::Numeric => self.call_numeric(args),
+        }
+    }
+
+    /// Runs a WASI command the way a container does: `argv` as given, stdio inherited from the
+    /// process, `root` (if any) preopened as `/`. Returns the exit status; a trap or a limit is
+    /// an error.
+    pub fn run_command(&self, argv: &[String], root: Option<&Path>) -> Result<i32, CallError> {
+        if self.entry.kind != Kind::Command {
+            return Err(CallError::BadArgs(format!(
+                "`{}` is a {} function, not a WASI command",
+                self.name, self.entry.kind
+            )));
+        }
+        self.run_start(argv, Io::Inherit, root)
+    }
+
+    /// Calls a string-ABI export with raw input bytes.
+    pub fn call_string(&self, input: &[u8]) -> Result<String, CallError> {
+        let (mut store, instance) = self.instantiate(self.quiet_wasi())?;
+        let memory = self
+            .exports
+            .memory
+            .as_ref()
+            .and_then(|e| instance.get_module_export(&mut store, e))
+            .and_then(|e| e.into_memory())
+            .ok_or_else(|| CallError::BadOutput("module exports no memory".into()))?;
+        let heap_base = self
+            .exports
+            .heap_base
+            .as_ref()
+            .and_then(|e| instance.get_module_export(&mut store, e))
+            .and_then(|e| e.into_global())
+            .and_then(|g| g.get(&mut store).i32())
+            .ok_or_else(|| CallError::BadOutput("module exports no i32 __heap_base".into()))?
+            as u32 as usize;
+        let end = heap_base + input.len();
+        let size = memory.data_size(&store);
+        if end > size {
+            let pages = (end - size).div_ceil(65536) as u64;
+            memory
+                .grow(&mut store, pages)
+                .map_err(|e| self.classify(e))?;
+        }
+        memory.data_mut(&mut store)[heap_base..end].copy_from_slice(input);
+        let func = self
+            .entry_func(&mut store, &instance)?
+            .typed::<(i32, i32), (i32, i32)>(&store)
+            .map_err(|e| CallError::Trap(e.to_string()))?;
+        let (ptr, len) = func
+            .call(&mut store, (heap_base as i32, input.len() as i32))
+            .map_err(|e| self.classify(e))?;
+        let (ptr, len) = (ptr as u32 as usize, len as u32 as usize);
+        if len > self.limits.max_output_bytes {
+            return Err(CallError::OutputTooLarge {
+                limit: self.limits.max_output_bytes,
+            });
+        }
+        let bytes = memory.data(&store).get(ptr..ptr + len).ok_or_else(|| {
+            CallError::BadOutput(format!(
+                "returned span {ptr}+{len} is outside linear memory ({} bytes)",
+                memory.data_size(&store)
+            ))
+        })?;
+        String::from_utf8(bytes.to_vec())
+            .map_err(|e| CallError::BadOutput(format!("result is not UTF-8: {e}")))
+    }
+
+    fn call_numeric(&self, args: &Value) -> Result<String, CallError> {
+        let params: Vec<_> = self.entry.ty.params().collect();
+        let signature = kind::signature(&self.entry.ty);
+        let values = args::numeric_params(args, &params, &self.entry.export, &signature)?;
+        let (mut store, instance) = self.instantiate(self.quiet_wasi())?;
+        let func = self.entry_func(&mut store, &instance)?;
+        let mut results = vec![Val::I32(0); self.entry.ty.results().len()];
+        func.call(&mut store, &values, &mut results)
+            .map_err(|e| self.classify(e))?;
+        Ok(args::render_results(&results))
+    }
+
+    fn run_start(&self, argv: &[String], io: Io, root: Option<&Path>) -> Result<i32, CallError> {
+        let mut b = WasiCtxBuilder::new();
+        b.args(argv)
+            .envs(&self.env)
+            .allow_blocking_current_thread(true);
+        match io {
+            Io::Capture { stdout, stderr } => {
+                b.stdout(stdout).stderr(stderr);
+            }
+            Io::Inherit => {
+                b.inherit_stdio();
+            }
+        }
+        if let Some(root) = root {
+            b.preopened_dir(root, "/", FsPerms::ReadWrite)
+                .map_err(|e| {
+                    CallError::Instantiate(format!("cannot preopen {}: {e}", root.display()))
+                })?;
+        }
+        let (mut store, instance) = self.instantiate(Some(b.build_p1()))?;
+        let start = self
+            .entry_func(&mut store, &instance)?
+            .typed::<(), ()>(&store)
+            .map_err(|e| CallError::Trap(e.to_string()))?;
+        match start.call(&mut store, ()) {
+            Ok(()) => Ok(0),
+            Err(e) => match e.downcast_ref::<I32Exit>() {
+                Some(exit) => Ok(exit.0),
+                None => Err(self.classify(e)),
+            },
+        }
+    }
+
+    /// A WASI context for kinds that do not use argv or stdout, only for modules that import
+    /// WASI at all (building one costs more than the rest of a small call).
+    fn quiet_wasi(&self) -> Option<WasiP1Ctx> {
+        self.needs_wasi.then(|| {
+            WasiCtxBuilder::new()
+                .envs(&self.env)
+                .allow_blocking_current_thread(true)
+                .build_p1()
+        })
+    }
+
+    fn instantiate(
+        &self,
+        wasi: Option<WasiP1Ctx>,
+    ) -> Result<(Store<CallState>, Instance), CallError> {
+        if self.interrupted.load(Ordering::Relaxed) {
+            return Err(CallError::Interrupted);
+        }
+        let state = CallState {
+            wasi,
+            limiter: CallLimiter {
+                memory_cap: self.limits.memory_bytes,
+            },
+            deadline: Instant::now() + self.limits.timeout,
+            interrupted: self.interrupted.clone(),
+        };
+        let mut store = Store::new(self.pre.module().engine(), state);
+        store.limiter(|s| &mut s.limiter);
+        if self.fuel_metered {
+            let fuel = self.limits.fuel.unwrap_or(u64::MAX);
+            store
+                .set_fuel(fuel)
+                .map_err(|e| CallError::Instantiate(e.to_string()))?;
+        }
+        // Wake at every epoch tick and decide there: a deadline check per tick is cheap and
+        // lets one ticker serve every timeout and the shutdown interrupt.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|ctx| {
+            let state = ctx.data();
+            if state.interrupted.load(Ordering::Relaxed) {
+                return Err(InterruptHit.into());
+            }
+            if Instant::now() >= state.deadline {
+                return Err(TimeoutHit.into());
+            }
+            Ok(UpdateDeadline::Continue(1))
+        });
+        let instance = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| match self.classify(e) {
+                CallError::Trap(msg) => CallError::Instantiate(msg),
+                other => other,
+            })?;
+        Ok((store, instance))
+    }
+
+    fn entry_func(
+        &self,
+        store: &mut Store<CallState>,
+        instance: &Instance,
+    ) -> Result<wasmtime::Func, CallError> {
+        instance
+            .get_module_export(&mut *store, &self.exports.entry)
+            .and_then(|e| e.into_func())
+            .ok_or_else(|| CallError::Trap(format!("export `{}` is missing", self.entry.export)))
+    }
+
+    /// Names the limit or fault behind a wasmtime error.
+    fn classify(&self, err: wasmtime::Error) -> CallError {
+        if err.is::<TimeoutHit>() {
+            return CallError::Timeout(self.limits.timeout);
+        }
+        if let Some(hit) = err.downcast_ref::<MemoryLimitHit>() {
+            return CallError::MemoryLimit {
+                limit: self.limits.memory_bytes,
+                requested: hit.requested,
+            };
+        }
+        if err.is::<InterruptHit>() {
+            return CallError::Interrupted;
+        }
+        if let Some(exit) = err.downcast_ref::<I32Exit>() {
+            return CallError::Exit {
+                status: exit.0,
+                stderr: String::new(),
+            };
+        }
+        match err.downcast_ref::<Trap>() {
+            Some(Trap::OutOfFuel) => CallError::FuelExhausted(self.limits.fuel.unwrap_or(u64::MAX)),
+            Some(trap) => {
+                tracing::debug!(function = %self.name, "trap: {err:?}");
+                CallError::Trap(trap.to_string())
+            }
+            None => CallError::Trap(format!("{err:#}")),
+        }
+    }
+}
+
+/// The end of a command's stderr, for error messages.
+fn tail(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let text = text.trim_end();
+    match text.char_indices().rev().nth(STDERR_TAIL) {
+        Some((i, _)) => format!("…{}", &text[i..]),
+        None => text.to_string(),
+    }
+}

@@ -1,0 +1,33 @@
+//! WasmEngine's execution core: runs one Wasm function per call, in a fresh instance, under
+//! per-call limits. It knows nothing of containerd; the shim (and tests, benchmarks and the
+//! `wasmengine-run` CLI) drive it directly.
+//!
+//! The parts:
+//! - [`config`]: engine-wide settings ([`EngineConfig`]) and per-call [`Limits`].
+//! - [`runtime`]: [`Runtime`], the one wasmtime `Engine` of a process (pooling allocator,
+//!   copy-on-write memory images, epoch interruption), its WASI linker and the epoch ticker;
+//!   [`Runtime::load`] turns module bytes into a ready [`Function`].
+//! - [`cache`]: compiled modules, in memory and on disk as precompiled artifacts keyed by
+//!   module digest and engine compatibility hash, so a new process does not compile again.
+//! - [`kind`]: which of the three function kinds a module is (WASI command, string ABI,
+//!   numeric export), found from its imports and exports.
+//! - [`function`]: [`Function::call`], one invocation: a `Store` from the cached
+//!   `InstancePre`, limits armed, arguments passed the kind's way, the result read back.
+//! - [`args`]: turning invoke arguments (a JSON object or array) into argv or typed values,
+//!   and results into text.
+//! - [`error`]: [`LoadError`] and [`CallError`], the typed failures callers match on.
+
+pub mod args;
+pub mod cache;
+pub mod config;
+pub mod error;
+pub mod function;
+pub mod kind;
+pub mod runtime;
+
+pub use cache::LoadSource;
+pub use config::{EngineConfig, Limits};
+pub use error::{CallError, LoadError};
+pub use function::{Function, FunctionSpec};
+pub use kind::Kind;
+pub use runtime::{InterruptHandle, Runtime};

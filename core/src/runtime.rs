@@ -1,0 +1,174 @@
+//! The process's one wasmtime `Engine`, its linker and its epoch ticker, and loading modules
+//! into [`Function`]s.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use wasmtime::{
+    Config, Engine, EngineWeak, InstanceAllocationStrategy, Linker, OptLevel,
+    PoolingAllocationConfig,
+};
+
+use crate::cache::{LoadSource, ModuleCache};
+use crate::config::EngineConfig;
+use crate::error::LoadError;
+use crate::function::{CallState, Exports, Function, FunctionSpec};
+use crate::kind;
+
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<CallState>,
+    cache: ModuleCache,
+    config: EngineConfig,
+    pooled: bool,
+    interrupted: Arc<AtomicBool>,
+}
+
+/// Stops every running and future call of a runtime's functions. Only an atomic store and an
+/// atomic add: safe to use from a signal handler.
+#[derive(Clone)]
+pub struct InterruptHandle {
+    engine: Engine,
+    interrupted: Arc<AtomicBool>,
+}
+
+impl InterruptHandle {
+    pub fn interrupt(&self) {
+        self.interrupted.store(true, Ordering::Relaxed);
+        self.engine.increment_epoch();
+    }
+}
+
+impl Runtime {
+    pub fn new(config: EngineConfig) -> anyhow::Result<Runtime> {
+        let (engine, pooled) = if config.pooling {
+            match Engine::new(&wasmtime_config(&config, true)) {
+                Ok(engine) => (engine, true),
+                Err(e) => {
+                    tracing::warn!("pooling allocator unavailable, allocating on demand: {e:#}");
+                    (Engine::new(&wasmtime_config(&config, false))?, false)
+                }
+            }
+        } else {
+            (Engine::new(&wasmtime_config(&config, false))?, false)
+        };
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p1::add_to_linker_sync(&mut linker, CallState::wasi)?;
+        spawn_epoch_ticker(engine.weak(), config.epoch_tick);
+        let cache = ModuleCache::new(&engine, config.cache_dir.clone());
+        Ok(Runtime {
+            engine,
+            linker,
+            cache,
+            config,
+            pooled,
+            interrupted: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Whether instances come from the pooling allocator (false after a fallback).
+    pub fn is_pooled(&self) -> bool {
+        self.pooled
+    }
+
+    pub fn interrupt_handle(&self) -> InterruptHandle {
+        InterruptHandle {
+            engine: self.engine.clone(),
+            interrupted: self.interrupted.clone(),
+        }
+    }
+
+    /// Compiles (or fetches from cache) `wasm`, finds the entry point the spec asks for and
+    /// prepares instantiation. Everything that can be checked before a call is checked here.
+    pub fn load(&self, wasm: &[u8], spec: &FunctionSpec) -> Result<Function, LoadError> {
+        let limits = spec
+            .limits
+            .clone()
+            .unwrap_or_else(|| self.config.default_limits.clone());
+        if limits.memory_bytes > self.config.max_memory_bytes {
+            return Err(LoadError::Config(format!(
+                "memory limit {} bytes is over the engine's maximum of {} bytes",
+                limits.memory_bytes, self.config.max_memory_bytes
+            )));
+        }
+        if limits.fuel.is_some() && !self.config.fuel {
+            return Err(LoadError::Config(
+                "a fuel limit needs fuel metering, which this engine was started without".into(),
+            ));
+        }
+        let (module, source) = self.cache.load(&self.engine, wasm)?;
+        let export = spec.export.as_deref().unwrap_or(&spec.name);
+        let entry = kind::detect(&module, spec.wasi, export)?;
+        let needs_wasi = module.imports().any(|i| i.module().starts_with("wasi"));
+        let pre = self
+            .linker
+            .instantiate_pre(&module)
+            .map_err(|e| LoadError::Link(format!("{e:#}")))?;
+        let exports = Exports {
+            entry: module
+                .get_export_index(&entry.export)
+                .expect("detect found the export"),
+            memory: module.get_export_index("memory"),
+            heap_base: module.get_export_index("__heap_base"),
+        };
+        tracing::debug!(function = %spec.name, kind = %entry.kind, ?source, "loaded");
+        Ok(Function {
+            name: spec.name.clone(),
+            entry,
+            pre,
+            limits,
+            env: spec.env.clone(),
+            needs_wasi,
+            fuel_metered: self.config.fuel,
+            exports,
+            interrupted: self.interrupted.clone(),
+            digest: crate::cache::digest(wasm),
+            source,
+        })
+    }
+
+    /// Compiles `wasm` into the caches without making a function (for warming a cache).
+    pub fn precompile(&self, wasm: &[u8]) -> Result<LoadSource, LoadError> {
+        self.cache.load(&self.engine, wasm).map(|(_, s)| s)
+    }
+}
+
+fn wasmtime_config(config: &EngineConfig, pooling: bool) -> Config {
+    let mut c = Config::new();
+    c.epoch_interruption(true)
+        .consume_fuel(config.fuel)
+        .memory_init_cow(true)
+        .cranelift_opt_level(OptLevel::Speed);
+    if pooling {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_core_instances(config.pool_instances)
+            .total_memories(config.pool_instances)
+            .total_tables(config.pool_instances)
+            .max_memory_size(config.max_memory_bytes as usize);
+        c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
+    c
+}
+
+/// Advances the epoch every `tick` for as long as the engine exists; every store's deadline
+/// callback runs on these ticks.
+fn spawn_epoch_ticker(engine: EngineWeak, tick: std::time::Duration) {
+    std::thread::Builder::new()
+        .name("wasm-epoch".into())
+        .spawn(move || loop {
+            std::thread::sleep(tick);
+            match engine.upgrade() {
+                Some(e) => e.increment_epoch(),
+                None => return,
+            }
+        })
+        .expect("spawn epoch ticker thread");
+}
