@@ -1,1 +1,139 @@
-fn main() {}
+//! The original WasmEngine's benchmark table, measured on the execution core: each row is a
+//! whole call (fresh instance, arguments in, call, result out, teardown) of a sample function
+//! built by `make apps`. Plus what a first call costs with a cold precompile cache (compile)
+//! and a warm one (load the artifact from disk).
+//!
+//! `make bench` (or `cargo bench -p wasmengine-core`, after `make apps`).
+
+use std::path::PathBuf;
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use serde_json::{json, Value};
+use wasmengine_core::{EngineConfig, Function, FunctionSpec, Runtime};
+
+fn app(name: &str) -> Vec<u8> {
+    let dir = std::env::var_os("WASMENGINE_APPS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../build/apps"));
+    let path = dir.join(format!("{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (run `make apps`)", path.display()))
+}
+
+fn function(rt: &Runtime, file: &str, name: &str, wasi: bool) -> Function {
+    rt.load(
+        &app(file),
+        &FunctionSpec {
+            name: name.into(),
+            wasi: Some(wasi),
+            ..FunctionSpec::default()
+        },
+    )
+    .unwrap()
+}
+
+fn auth_args() -> Value {
+    json!({"arg_uri": "yes", "arg_body": "yes", "arg_secret": "12345"})
+}
+
+fn calls(c: &mut Criterion) {
+    let rt = Runtime::new(EngineConfig::default()).unwrap();
+    let rows: [(&str, Function, Value, &str); 6] = [
+        (
+            "gcd",
+            function(&rt, "gcd", "gcd", false),
+            json!([1071, 462]),
+            "21",
+        ),
+        (
+            "gcd_wasi",
+            function(&rt, "gcd-wasi", "gcd-wasi", true),
+            json!({"a": 1071, "b": 462}),
+            "21",
+        ),
+        (
+            "echo_string",
+            function(&rt, "echo-string", "echo_string", false),
+            json!({"text": "hello, WasmEngine"}),
+            r#"{"text":"hello, WasmEngine"}"#,
+        ),
+        (
+            "echo_string_wasi",
+            function(&rt, "echo-string-wasi", "echo-string-wasi", true),
+            json!({"text": "hello, WasmEngine"}),
+            r#"{"text":"hello, WasmEngine"}"#,
+        ),
+        (
+            "authentication",
+            function(&rt, "authentication", "authentication", false),
+            auth_args(),
+            "",
+        ),
+        (
+            "authentication_wasi",
+            function(&rt, "authentication-wasi", "authentication-wasi", true),
+            auth_args(),
+            "",
+        ),
+    ];
+    let mut group = c.benchmark_group("call");
+    for (label, f, args, expect) in &rows {
+        let out = f.call(args).unwrap();
+        if expect.is_empty() {
+            assert!(
+                out.contains("\"403\"") && out.contains("c5187dd86a648a819f527c7a8a4f7bf4"),
+                "{out}"
+            );
+        } else {
+            assert_eq!(&out, expect, "{label}");
+        }
+        group.bench_function(*label, |b| b.iter(|| f.call(args).unwrap()));
+    }
+    group.finish();
+}
+
+fn first_call(c: &mut Criterion) {
+    let wasm = app("authentication-wasi");
+    let spec = FunctionSpec {
+        name: "authentication-wasi".into(),
+        wasi: Some(true),
+        ..FunctionSpec::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = EngineConfig {
+        cache_dir: Some(dir.path().to_path_buf()),
+        pool_instances: 8,
+        ..EngineConfig::default()
+    };
+    let clear = || {
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            std::fs::remove_file(entry.unwrap().path()).unwrap();
+        }
+    };
+    let mut group = c.benchmark_group("first_call");
+    group.sample_size(20);
+    group.bench_function("cold_cache", |b| {
+        b.iter_batched(
+            || {
+                clear();
+                Runtime::new(config.clone()).unwrap()
+            },
+            |rt| rt.load(&wasm, &spec).unwrap().call(&auth_args()).unwrap(),
+            BatchSize::PerIteration,
+        )
+    });
+    Runtime::new(config.clone())
+        .unwrap()
+        .precompile(&wasm)
+        .unwrap();
+    group.bench_function("warm_cache", |b| {
+        b.iter_batched(
+            || Runtime::new(config.clone()).unwrap(),
+            |rt| rt.load(&wasm, &spec).unwrap().call(&auth_args()).unwrap(),
+            BatchSize::PerIteration,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, calls, first_call);
+criterion_main!(benches);

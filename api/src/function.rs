@@ -1,0 +1,194 @@
+//! A function's configuration as the shim sees it. The engine writes it into the container's
+//! process environment ([`FunctionConfig::to_env`]); the shim reads it back
+//! ([`FunctionConfig::from_env`]). A container without [`ENV_MODE`]` = serve` is a plain command
+//! container (what `ctr run` makes).
+
+use serde::{Deserialize, Serialize};
+
+/// `serve`: the task answers invocations on [`ENV_SOCKET`] instead of running `_start` once.
+pub const ENV_MODE: &str = "WASMENGINE_MODE";
+pub const MODE_SERVE: &str = "serve";
+/// Path of the unix socket, inside the container (a directory bind-mounted from the host).
+pub const ENV_SOCKET: &str = "WASMENGINE_SOCKET";
+pub const ENV_FUNCTION: &str = "WASMENGINE_FUNCTION";
+/// `true` (WASI command), `false` (an export) or absent (decide from the module).
+pub const ENV_WASI: &str = "WASMENGINE_WASI";
+pub const ENV_EXPORT: &str = "WASMENGINE_EXPORT";
+pub const ENV_TIMEOUT_MS: &str = "WASMENGINE_TIMEOUT_MS";
+pub const ENV_MEMORY_LIMIT_MB: &str = "WASMENGINE_MEMORY_LIMIT_MB";
+pub const ENV_FUEL: &str = "WASMENGINE_FUEL";
+pub const ENV_MAX_OUTPUT_BYTES: &str = "WASMENGINE_MAX_OUTPUT_BYTES";
+/// Calls served at once; more wait.
+pub const ENV_CONCURRENCY: &str = "WASMENGINE_CONCURRENCY";
+
+/// Where the engine mounts a function's socket directory inside its container.
+pub const SOCKET_DIR_IN_CONTAINER: &str = "/run/wasmengine";
+pub const SOCKET_NAME: &str = "fn.sock";
+
+/// Limits of one function; `None` means the runtime default.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionLimits {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_limit_mb: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fuel: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_output_bytes: Option<u64>,
+}
+
+/// A serving function's configuration.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FunctionConfig {
+    pub name: String,
+    pub wasi: Option<bool>,
+    pub export: Option<String>,
+    pub socket: String,
+    pub limits: FunctionLimits,
+    pub concurrency: Option<u32>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("{0} is required in serve mode")]
+    Missing(&'static str),
+    #[error("{name}={value:?} is not valid: {why}")]
+    Invalid {
+        name: &'static str,
+        value: String,
+        why: &'static str,
+    },
+}
+
+impl FunctionConfig {
+    /// The environment entries (`K=V`) that carry this configuration, serve mode included.
+    pub fn to_env(&self) -> Vec<String> {
+        let mut env = vec![
+            format!("{ENV_MODE}={MODE_SERVE}"),
+            format!("{ENV_FUNCTION}={}", self.name),
+            format!("{ENV_SOCKET}={}", self.socket),
+        ];
+        let mut put = |k: &str, v: Option<String>| {
+            if let Some(v) = v {
+                env.push(format!("{k}={v}"));
+            }
+        };
+        put(ENV_WASI, self.wasi.map(|w| w.to_string()));
+        put(ENV_EXPORT, self.export.clone());
+        put(
+            ENV_TIMEOUT_MS,
+            self.limits.timeout_ms.map(|v| v.to_string()),
+        );
+        put(
+            ENV_MEMORY_LIMIT_MB,
+            self.limits.memory_limit_mb.map(|v| v.to_string()),
+        );
+        put(ENV_FUEL, self.limits.fuel.map(|v| v.to_string()));
+        put(
+            ENV_MAX_OUTPUT_BYTES,
+            self.limits.max_output_bytes.map(|v| v.to_string()),
+        );
+        put(ENV_CONCURRENCY, self.concurrency.map(|v| v.to_string()));
+        env
+    }
+
+    /// Reads a serve-mode configuration from `K=V` entries; `Ok(None)` when the entries do not
+    /// ask for serve mode.
+    pub fn from_env<S: AsRef<str>>(env: &[S]) -> Result<Option<FunctionConfig>, ConfigError> {
+        let get = |key: &str| {
+            env.iter().rev().find_map(|e| {
+                let (k, v) = e.as_ref().split_once('=')?;
+                (k == key).then(|| v.to_string())
+            })
+        };
+        if get(ENV_MODE).as_deref() != Some(MODE_SERVE) {
+            return Ok(None);
+        }
+        fn num<T: std::str::FromStr>(
+            name: &'static str,
+            v: Option<String>,
+        ) -> Result<Option<T>, ConfigError> {
+            v.map(|v| {
+                v.parse().map_err(|_| ConfigError::Invalid {
+                    name,
+                    value: v.clone(),
+                    why: "expected a whole number",
+                })
+            })
+            .transpose()
+        }
+        let wasi = match get(ENV_WASI).as_deref() {
+            None | Some("") | Some("auto") => None,
+            Some("true") => Some(true),
+            Some("false") => Some(false),
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    name: ENV_WASI,
+                    value: other.into(),
+                    why: "expected true, false or auto",
+                })
+            }
+        };
+        Ok(Some(FunctionConfig {
+            name: get(ENV_FUNCTION).ok_or(ConfigError::Missing(ENV_FUNCTION))?,
+            wasi,
+            export: get(ENV_EXPORT).filter(|e| !e.is_empty()),
+            socket: get(ENV_SOCKET).ok_or(ConfigError::Missing(ENV_SOCKET))?,
+            limits: FunctionLimits {
+                timeout_ms: num(ENV_TIMEOUT_MS, get(ENV_TIMEOUT_MS))?,
+                memory_limit_mb: num(ENV_MEMORY_LIMIT_MB, get(ENV_MEMORY_LIMIT_MB))?,
+                fuel: num(ENV_FUEL, get(ENV_FUEL))?,
+                max_output_bytes: num(ENV_MAX_OUTPUT_BYTES, get(ENV_MAX_OUTPUT_BYTES))?,
+            },
+            concurrency: num(ENV_CONCURRENCY, get(ENV_CONCURRENCY))?,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_round_trips_through_env() {
+        let config = FunctionConfig {
+            name: "gcd".into(),
+            wasi: Some(false),
+            export: Some("gcd".into()),
+            socket: "/run/wasmengine/fn.sock".into(),
+            limits: FunctionLimits {
+                timeout_ms: Some(500),
+                memory_limit_mb: Some(64),
+                fuel: None,
+                max_output_bytes: Some(4096),
+            },
+            concurrency: Some(8),
+        };
+        let mut env = vec!["PATH=/bin".to_string()];
+        env.extend(config.to_env());
+        assert_eq!(FunctionConfig::from_env(&env).unwrap(), Some(config));
+    }
+
+    #[test]
+    fn command_containers_have_no_config() {
+        assert_eq!(FunctionConfig::from_env(&["A=1"]).unwrap(), None);
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let env = [
+            "WASMENGINE_MODE=serve",
+            "WASMENGINE_FUNCTION=f",
+            "WASMENGINE_SOCKET=/s",
+            "WASMENGINE_TIMEOUT_MS=soon",
+        ];
+        let err = FunctionConfig::from_env(&env).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "WASMENGINE_TIMEOUT_MS=\"soon\" is not valid: expected a whole number"
+        );
+        let err = FunctionConfig::from_env(&["WASMENGINE_MODE=serve"]).unwrap_err();
+        assert_eq!(err, ConfigError::Missing(ENV_FUNCTION));
+    }
+}

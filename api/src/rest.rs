@@ -1,0 +1,70 @@
+//! Bodies of the REST API, with the original WasmEngine's field names.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::function::FunctionLimits;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeployRequest {
+    pub function_name: String,
+    pub function_image: String,
+    pub wasi_cap: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub export: Option<String>,
+    #[serde(flatten)]
+    pub limits: FunctionLimits,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FunctionNameRequest {
+    pub function_name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InvokeRequest {
+    pub function_name: String,
+    #[serde(default)]
+    pub args: Value,
+}
+
+/// `{"status": N, "message": …}`, or with `result` for a successful invoke.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    pub status: u16,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<String>,
+}
+
+impl Response {
+    /// The original engine's text form: `status code: N, message: …`.
+    pub fn to_text(&self) -> String {
+        format!("status code: {}, message: {}", self.status, self.message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deploy_request_accepts_the_original_body() {
+        let r: DeployRequest = serde_json::from_str(
+            r#"{"function_name":"gcd","function_image":"localhost:5000/gcd:latest","wasi_cap":false}"#,
+        )
+        .unwrap();
+        assert_eq!(r.function_name, "gcd");
+        assert_eq!(r.limits, FunctionLimits::default());
+        let r: DeployRequest = serde_json::from_str(
+            r#"{"function_name":"f","function_image":"i","wasi_cap":true,"timeout_ms":50,"env":{"A":"1"}}"#,
+        )
+        .unwrap();
+        assert_eq!(r.limits.timeout_ms, Some(50));
+        assert_eq!(r.env["A"], "1");
+    }
+}
