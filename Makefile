@@ -17,8 +17,9 @@ build:
 # Sample functions (experiments/), built with whatever this machine has; says what it skipped.
 apps:
 	experiments/build.sh $(APPS)
+	test/fixtures/build.sh build/fixtures
 
-test: apps
+test: apps build
 	$(CARGO) nextest run --release --workspace --no-fail-fast
 
 # The original engine's table (criterion) on the execution core.

@@ -61,6 +61,41 @@ pub enum ConfigError {
     },
 }
 
+/// The value of `key` in `K=V` entries (the last one wins, as in a process environment).
+pub fn get_env<S: AsRef<str>>(env: &[S], key: &str) -> Option<String> {
+    env.iter().rev().find_map(|e| {
+        let (k, v) = e.as_ref().split_once('=')?;
+        (k == key).then(|| v.to_string())
+    })
+}
+
+fn num<T: std::str::FromStr>(
+    name: &'static str,
+    v: Option<String>,
+) -> Result<Option<T>, ConfigError> {
+    v.map(|v| {
+        v.parse().map_err(|_| ConfigError::Invalid {
+            name,
+            value: v.clone(),
+            why: "expected a whole number",
+        })
+    })
+    .transpose()
+}
+
+impl FunctionLimits {
+    /// Limits set in `K=V` entries (in any mode); absent ones stay `None`.
+    pub fn from_env<S: AsRef<str>>(env: &[S]) -> Result<FunctionLimits, ConfigError> {
+        let get = |key: &'static str| num(key, get_env(env, key));
+        Ok(FunctionLimits {
+            timeout_ms: get(ENV_TIMEOUT_MS)?,
+            memory_limit_mb: get(ENV_MEMORY_LIMIT_MB)?,
+            fuel: get(ENV_FUEL)?,
+            max_output_bytes: get(ENV_MAX_OUTPUT_BYTES)?,
+        })
+    }
+}
+
 impl FunctionConfig {
     /// The environment entries (`K=V`) that carry this configuration, serve mode included.
     pub fn to_env(&self) -> Vec<String> {
@@ -96,27 +131,9 @@ impl FunctionConfig {
     /// Reads a serve-mode configuration from `K=V` entries; `Ok(None)` when the entries do not
     /// ask for serve mode.
     pub fn from_env<S: AsRef<str>>(env: &[S]) -> Result<Option<FunctionConfig>, ConfigError> {
-        let get = |key: &str| {
-            env.iter().rev().find_map(|e| {
-                let (k, v) = e.as_ref().split_once('=')?;
-                (k == key).then(|| v.to_string())
-            })
-        };
+        let get = |key: &str| get_env(env, key);
         if get(ENV_MODE).as_deref() != Some(MODE_SERVE) {
             return Ok(None);
-        }
-        fn num<T: std::str::FromStr>(
-            name: &'static str,
-            v: Option<String>,
-        ) -> Result<Option<T>, ConfigError> {
-            v.map(|v| {
-                v.parse().map_err(|_| ConfigError::Invalid {
-                    name,
-                    value: v.clone(),
-                    why: "expected a whole number",
-                })
-            })
-            .transpose()
         }
         let wasi = match get(ENV_WASI).as_deref() {
             None | Some("") | Some("auto") => None,
@@ -135,13 +152,8 @@ impl FunctionConfig {
             wasi,
             export: get(ENV_EXPORT).filter(|e| !e.is_empty()),
             socket: get(ENV_SOCKET).ok_or(ConfigError::Missing(ENV_SOCKET))?,
-            limits: FunctionLimits {
-                timeout_ms: num(ENV_TIMEOUT_MS, get(ENV_TIMEOUT_MS))?,
-                memory_limit_mb: num(ENV_MEMORY_LIMIT_MB, get(ENV_MEMORY_LIMIT_MB))?,
-                fuel: num(ENV_FUEL, get(ENV_FUEL))?,
-                max_output_bytes: num(ENV_MAX_OUTPUT_BYTES, get(ENV_MAX_OUTPUT_BYTES))?,
-            },
-            concurrency: num(ENV_CONCURRENCY, get(ENV_CONCURRENCY))?,
+            limits: FunctionLimits::from_env(env)?,
+            concurrency: num(ENV_CONCURRENCY, get_env(env, ENV_CONCURRENCY))?,
         }))
     }
 }

@@ -53,7 +53,8 @@ pub struct ImageSpec {
     pub media_types: MediaTypes,
     /// Name of the module file in a classic image's filesystem (`hello.wasm`).
     pub file_name: String,
-    /// The image's entrypoint (classic only); `None` like an image with no `ENTRYPOINT`.
+    /// The image's entrypoint (classic only). [`ImageSpec::classic`] sets the module's path, so
+    /// `ctr run IMAGE ID` needs no arguments; `None` is like an image with no `ENTRYPOINT`.
     pub entrypoint: Option<Vec<String>>,
     /// `K=V` entries for the image config (classic only).
     pub env: Vec<String>,
@@ -65,7 +66,7 @@ impl ImageSpec {
             layout: Layout::Classic,
             media_types: MediaTypes::Oci,
             file_name: file_name.into(),
-            entrypoint: None,
+            entrypoint: Some(vec![format!("/{file_name}")]),
             env: Vec::new(),
         }
     }
@@ -335,7 +336,7 @@ mod tests {
         assert_eq!(entries, ["fn.wasm"]);
         let config: Value = serde_json::from_slice(&image.config.data).unwrap();
         assert_eq!(config["os"], "linux");
-        assert!(config["config"].get("Entrypoint").is_none());
+        assert_eq!(config["config"]["Entrypoint"], json!(["/fn.wasm"]));
         let manifest: Value = serde_json::from_slice(&image.manifest.data).unwrap();
         assert_eq!(manifest["config"]["digest"], image.config.digest);
     }

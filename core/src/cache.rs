@@ -89,6 +89,10 @@ impl ModuleCache {
         Ok((module, source))
     }
 
+    pub fn engine_key(&self) -> &str {
+        &self.engine_key
+    }
+
     fn path_for(&self, digest: &str) -> Option<PathBuf> {
         let dir = self.dir.as_ref()?;
         Some(dir.join(format!("{digest}-{}.cwasm", self.engine_key)))

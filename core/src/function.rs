@@ -41,7 +41,8 @@ pub struct FunctionSpec {
 pub(crate) struct CallState {
     pub(crate) wasi: Option<WasiP1Ctx>,
     limiter: CallLimiter,
-    deadline: Instant,
+    /// `None`: no timeout (the limit is too far away to name an instant).
+    deadline: Option<Instant>,
     interrupted: Arc<AtomicBool>,
 }
 
@@ -330,7 +331,7 @@ impl Function {
             limiter: CallLimiter {
                 memory_cap: self.limits.memory_bytes,
             },
-            deadline: Instant::now() + self.limits.timeout,
+            deadline: Instant::now().checked_add(self.limits.timeout),
             interrupted: self.interrupted.clone(),
         };
         let mut store = Store::new(self.pre.module().engine(), state);
@@ -349,7 +350,7 @@ impl Function {
             if state.interrupted.load(Ordering::Relaxed) {
                 return Err(InterruptHit.into());
             }
-            if Instant::now() >= state.deadline {
+            if state.deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(TimeoutHit.into());
             }
             Ok(UpdateDeadline::Continue(1))

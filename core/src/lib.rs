@@ -30,4 +30,4 @@ pub use config::{EngineConfig, Limits};
 pub use error::{CallError, LoadError};
 pub use function::{Function, FunctionSpec};
 pub use kind::Kind;
-pub use runtime::{InterruptHandle, Runtime};
+pub use runtime::{build_engine, InterruptHandle, Runtime};

@@ -10,7 +10,7 @@ use wasmtime::{
 };
 
 use crate::cache::{LoadSource, ModuleCache};
-use crate::config::EngineConfig;
+use crate::config::{EngineConfig, Limits};
 use crate::error::LoadError;
 use crate::function::{CallState, Exports, Function, FunctionSpec};
 use crate::kind;
@@ -41,17 +41,7 @@ impl InterruptHandle {
 
 impl Runtime {
     pub fn new(config: EngineConfig) -> anyhow::Result<Runtime> {
-        let (engine, pooled) = if config.pooling {
-            match Engine::new(&wasmtime_config(&config, true)) {
-                Ok(engine) => (engine, true),
-                Err(e) => {
-                    tracing::warn!("pooling allocator unavailable, allocating on demand: {e:#}");
-                    (Engine::new(&wasmtime_config(&config, false))?, false)
-                }
-            }
-        } else {
-            (Engine::new(&wasmtime_config(&config, false))?, false)
-        };
+        let (engine, pooled) = build_engine(&config)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_sync(&mut linker, CallState::wasi)?;
         spawn_epoch_ticker(engine.weak(), config.epoch_tick);
@@ -89,6 +79,36 @@ impl Runtime {
     /// Compiles (or fetches from cache) `wasm`, finds the entry point the spec asks for and
     /// prepares instantiation. Everything that can be checked before a call is checked here.
     pub fn load(&self, wasm: &[u8], spec: &FunctionSpec) -> Result<Function, LoadError> {
+        let limits = self.limits_for(spec)?;
+        let (module, source) = self.cache.load(&self.engine, wasm)?;
+        self.prepare(module, source, crate::cache::digest(wasm), spec, limits)
+    }
+
+    /// Like [`Runtime::load`], for an artifact made by [`Runtime::precompile_artifact`] of an
+    /// engine with the same [`Runtime::compatibility_key`] (wasmtime checks this too).
+    ///
+    /// # Safety
+    /// The bytes are machine code that will be run: they must come from a trusted
+    /// precompilation (e.g. containerd's content store, written by our own shim), never
+    /// from a user.
+    pub unsafe fn load_precompiled(
+        &self,
+        artifact: &[u8],
+        spec: &FunctionSpec,
+    ) -> Result<Function, LoadError> {
+        let limits = self.limits_for(spec)?;
+        let module = unsafe { wasmtime::Module::deserialize(&self.engine, artifact) }
+            .map_err(|e| LoadError::Compile(format!("precompiled module is unusable: {e:#}")))?;
+        self.prepare(
+            module,
+            LoadSource::Disk,
+            crate::cache::digest(artifact),
+            spec,
+            limits,
+        )
+    }
+
+    fn limits_for(&self, spec: &FunctionSpec) -> Result<Limits, LoadError> {
         let limits = spec
             .limits
             .clone()
@@ -104,7 +124,17 @@ impl Runtime {
                 "a fuel limit needs fuel metering, which this engine was started without".into(),
             ));
         }
-        let (module, source) = self.cache.load(&self.engine, wasm)?;
+        Ok(limits)
+    }
+
+    fn prepare(
+        &self,
+        module: wasmtime::Module,
+        source: LoadSource,
+        digest: String,
+        spec: &FunctionSpec,
+        limits: Limits,
+    ) -> Result<Function, LoadError> {
         let export = spec.export.as_deref().unwrap_or(&spec.name);
         let entry = kind::detect(&module, spec.wasi, export)?;
         let needs_wasi = module.imports().any(|i| i.module().starts_with("wasi"));
@@ -130,7 +160,7 @@ impl Runtime {
             fuel_metered: self.config.fuel,
             exports,
             interrupted: self.interrupted.clone(),
-            digest: crate::cache::digest(wasm),
+            digest,
             source,
         })
     }
@@ -139,6 +169,32 @@ impl Runtime {
     pub fn precompile(&self, wasm: &[u8]) -> Result<LoadSource, LoadError> {
         self.cache.load(&self.engine, wasm).map(|(_, s)| s)
     }
+
+    /// A precompiled artifact of `wasm` for [`Runtime::load_precompiled`].
+    pub fn precompile_artifact(&self, wasm: &[u8]) -> Result<Vec<u8>, LoadError> {
+        self.engine
+            .precompile_module(wasm)
+            .map_err(|e| LoadError::Compile(format!("{e:#}")))
+    }
+
+    /// Which precompiled artifacts this runtime can load: equal keys, compatible artifacts.
+    pub fn compatibility_key(&self) -> &str {
+        self.cache.engine_key()
+    }
+}
+
+/// The wasmtime engine for `config`: pooled if asked and possible, else on demand. Returns
+/// whether it is pooled.
+pub fn build_engine(config: &EngineConfig) -> anyhow::Result<(Engine, bool)> {
+    if config.pooling {
+        match Engine::new(&wasmtime_config(config, true)) {
+            Ok(engine) => return Ok((engine, true)),
+            Err(e) => {
+                tracing::warn!("pooling allocator unavailable, allocating on demand: {e:#}")
+            }
+        }
+    }
+    Ok((Engine::new(&wasmtime_config(config, false))?, false))
 }
 
 fn wasmtime_config(config: &EngineConfig, pooling: bool) -> Config {

@@ -82,3 +82,30 @@ fn a_corrupt_artifact_is_recompiled() {
         LoadSource::Disk
     );
 }
+
+#[test]
+fn precompiled_artifacts_load_across_allocation_strategies() {
+    // The shim compiles with a small on-demand engine and runs with a pooled one: their
+    // artifacts must be interchangeable.
+    let pooled = runtime();
+    let on_demand = Runtime::new(EngineConfig {
+        pooling: false,
+        ..EngineConfig::default()
+    })
+    .unwrap();
+    assert_eq!(pooled.compatibility_key(), on_demand.compatibility_key());
+    let artifact = on_demand.precompile_artifact(&wat("numbers")).unwrap();
+    let spec = wasmengine_core::FunctionSpec {
+        name: "gcd".into(),
+        ..Default::default()
+    };
+    let f = unsafe { pooled.load_precompiled(&artifact, &spec) }.unwrap();
+    assert_eq!(f.call(&serde_json::json!([12, 18])).unwrap(), "6");
+    let fueled = Runtime::new(EngineConfig {
+        fuel: true,
+        ..EngineConfig::default()
+    })
+    .unwrap();
+    assert_ne!(fueled.compatibility_key(), pooled.compatibility_key());
+    assert!(unsafe { fueled.load_precompiled(&artifact, &spec) }.is_err());
+}

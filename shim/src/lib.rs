@@ -1,0 +1,24 @@
+//! `containerd-shim-wasmengine-v1`: WasmEngine's containerd shim (runtime
+//! `io.containerd.wasmengine.v1`).
+//!
+//! The containerd-shim-wasm library does the containerd side (shim v2 lifecycle, OCI spec,
+//! stdio, cgroups, native fallback, the precompiled-module cache in the content store); this
+//! crate is what is ours:
+//! - [`shim`]: the `Shim` and `Compiler` implementations (name, accepted layers, precompiling
+//!   Wasm layers with an engine compatible with the one that runs them);
+//! - [`sandbox`]: `run_wasi`, inside the container's init process: finds the module, then
+//!   either runs it once as a command (`ctr run`) or serves invocations (what the engine
+//!   deploys), turning SIGTERM into an epoch interrupt;
+//! - [`source`]: where the module comes from (an OCI Wasm layer, a file in the rootfs, or the
+//!   one `.wasm` at the rootfs root);
+//! - [`server`]: the function server spoken to over a unix socket
+//!   (`wasmengine_api::invoke`);
+//! - [`settings`]: engine configuration and limits from the container's environment.
+
+pub mod sandbox;
+pub mod server;
+pub mod settings;
+pub mod shim;
+pub mod source;
+
+pub use shim::WasmEngineShim;

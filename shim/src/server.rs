@@ -1,0 +1,223 @@
+//! Function-server mode: answers invocations on a unix socket until the task is killed.
+//!
+//! The protocol is `wasmengine_api::invoke` (HTTP/1.1, kept-alive connections). Each
+//! connection gets a thread (the engine keeps a small pool of connections per function); each
+//! call runs in a fresh instance, and at most `concurrency` calls run at once (the rest wait
+//! their turn). Plain threads rather than an async runtime: synchronous WASI must not be
+//! called from inside a tokio runtime, and a blocking socket costs nothing here.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex};
+
+use anyhow::Context;
+use wasmengine_api::invoke::{ErrorCode, InvokeError, PATH_INVOKE, PATH_READY};
+use wasmengine_core::{CallError, Function};
+
+/// Largest request head and body the server reads.
+const MAX_HEAD: usize = 16 << 10;
+const MAX_BODY: usize = 64 << 20;
+
+/// Binds `socket` (replacing a stale one) and serves until the process ends.
+pub fn serve(function: Arc<Function>, socket: &Path, concurrency: usize) -> anyhow::Result<()> {
+    let listener = bind(socket)?;
+    log::info!(
+        "serving function {} ({}) on {} with {concurrency} concurrent calls",
+        function.name(),
+        function.kind(),
+        socket.display()
+    );
+    serve_on(listener, function, concurrency)
+}
+
+pub fn bind(socket: &Path) -> anyhow::Result<UnixListener> {
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    }
+    let _ = std::fs::remove_file(socket);
+    UnixListener::bind(socket).with_context(|| format!("bind {}", socket.display()))
+}
+
+pub fn serve_on(
+    listener: UnixListener,
+    function: Arc<Function>,
+    concurrency: usize,
+) -> anyhow::Result<()> {
+    let slots = Arc::new(Slots::new(concurrency.max(1)));
+    for conn in listener.incoming() {
+        let conn = match conn {
+            Ok(c) => c,
+            Err(e) => {
+                log::warn!("accept: {e}");
+                continue;
+            }
+        };
+        let (function, slots) = (function.clone(), slots.clone());
+        std::thread::Builder::new()
+            .name("fn-conn".into())
+            .spawn(move || {
+                if let Err(e) = handle(conn, &function, &slots) {
+                    log::debug!("connection closed: {e:#}");
+                }
+            })
+            .context("spawn connection thread")?;
+    }
+    Ok(())
+}
+
+/// A counting semaphore: the bound on calls running at once.
+struct Slots {
+    free: Mutex<usize>,
+    freed: Condvar,
+}
+
+impl Slots {
+    fn new(n: usize) -> Slots {
+        Slots {
+            free: Mutex::new(n),
+            freed: Condvar::new(),
+        }
+    }
+
+    fn run<T>(&self, f: impl FnOnce() -> T) -> T {
+        {
+            let mut free = self.free.lock().unwrap();
+            while *free == 0 {
+                free = self.freed.wait(free).unwrap();
+            }
+            *free -= 1;
+        }
+        struct Release<'a>(&'a Slots);
+        impl Drop for Release<'_> {
+            fn drop(&mut self) {
+                *self.0.free.lock().unwrap() += 1;
+                self.0.freed.notify_one();
+            }
+        }
+        let _release = Release(self);
+        f()
+    }
+}
+
+struct Request {
+    method: String,
+    path: String,
+    body: Vec<u8>,
+    close: bool,
+}
+
+/// Serves requests on one connection until the peer closes it.
+fn handle(conn: UnixStream, function: &Function, slots: &Slots) -> anyhow::Result<()> {
+    let mut reader = BufReader::new(conn.try_clone()?);
+    let mut writer = conn;
+    while let Some(req) = read_request(&mut reader)? {
+        let (status, content_type, body) = respond(&req, function, slots);
+        let head =
+            format!(
+            "HTTP/1.1 {status} {}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n{}\r\n",
+            reason(status),
+            body.len(),
+            if req.close { "connection: close\r\n" } else { "" }
+        );
+        let mut out = Vec::with_capacity(head.len() + body.len());
+        out.extend_from_slice(head.as_bytes());
+        out.extend_from_slice(&body);
+        writer.write_all(&out)?;
+        if req.close {
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn respond(req: &Request, function: &Function, slots: &Slots) -> (u16, &'static str, Vec<u8>) {
+    match (req.method.as_str(), req.path.as_str()) {
+        ("GET", PATH_READY) => (200, "text/plain", b"ready".to_vec()),
+        ("POST", PATH_INVOKE) => {
+            let args = if req.body.iter().all(u8::is_ascii_whitespace) {
+                Ok(serde_json::Value::Null)
+            } else {
+                serde_json::from_slice(&req.body)
+            };
+            let result = match args {
+                Ok(args) => slots.run(|| function.call(&args)),
+                Err(e) => Err(CallError::BadArgs(format!("args are not JSON: {e}"))),
+            };
+            match result {
+                Ok(text) => (200, "text/plain; charset=utf-8", text.into_bytes()),
+                Err(e) => {
+                    let code = ErrorCode::from_code(e.code()).unwrap_or(ErrorCode::Trap);
+                    log::info!("{}: {}", function.name(), e);
+                    let body = InvokeError {
+                        code,
+                        message: e.to_string(),
+                    };
+                    (
+                        code.http_status(),
+                        "application/json",
+                        serde_json::to_vec(&body).unwrap(),
+                    )
+                }
+            }
+        }
+        (_, PATH_READY | PATH_INVOKE) => (405, "text/plain", b"method not allowed".to_vec()),
+        _ => (404, "text/plain", b"not found".to_vec()),
+    }
+}
+
+/// Reads one request; `None` when the peer closed the connection between requests.
+fn read_request(reader: &mut BufReader<UnixStream>) -> anyhow::Result<Option<Request>> {
+    let mut head = Vec::new();
+    loop {
+        let n = reader.read_until(b'\n', &mut head)?;
+        if n == 0 {
+            if head.is_empty() {
+                return Ok(None);
+            }
+            anyhow::bail!("connection closed mid-request");
+        }
+        if head.ends_with(b"\r\n\r\n") || head == b"\r\n" {
+            break;
+        }
+        if head.len() > MAX_HEAD {
+            anyhow::bail!("request head over {MAX_HEAD} bytes");
+        }
+    }
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut parsed = httparse::Request::new(&mut headers);
+    parsed.parse(&head).context("malformed request")?;
+    let mut length = 0usize;
+    let mut close = parsed.version == Some(0);
+    for h in parsed.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            length = std::str::from_utf8(h.value)?.trim().parse()?;
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            close = h.value.eq_ignore_ascii_case(b"close");
+        }
+    }
+    if length > MAX_BODY {
+        anyhow::bail!("request body over {MAX_BODY} bytes");
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body)?;
+    Ok(Some(Request {
+        method: parsed.method.unwrap_or("").to_string(),
+        path: parsed.path.unwrap_or("").to_string(),
+        body,
+        close,
+    }))
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Status",
+    }
+}

@@ -1,0 +1,109 @@
+//! Engine configuration and limits for a container, from its process environment (the only
+//! part of the OCI spec the library passes on; see `wasmengine_api::function`).
+
+use std::time::Duration;
+
+use wasmengine_api::function::FunctionLimits;
+
+/// Our configuration entries all start with this.
+const ENV_PREFIX: &str = "WASMENGINE_";
+use wasmengine_core::{EngineConfig, Limits};
+
+/// Instances the pool holds in a serving container when no concurrency is configured.
+pub const DEFAULT_CONCURRENCY: u32 = 64;
+
+/// The engine that runs a container's module. Precompiled layers from
+/// [`compiler_engine_config`] load into it as long as `fuel` is off (fuel changes the code).
+pub fn engine_config(fuel: bool, instances: u32) -> EngineConfig {
+    EngineConfig {
+        fuel,
+        pool_instances: instances.max(1),
+        // Caching is containerd's content store's job here, not a directory's.
+        cache_dir: None,
+        ..EngineConfig::default()
+    }
+}
+
+/// The engine that precompiles layers in the shim process: compatible with
+/// [`engine_config`]`(false, _)`, with no pool to reserve.
+pub fn compiler_engine_config() -> EngineConfig {
+    EngineConfig {
+        pooling: false,
+        ..engine_config(false, 1)
+    }
+}
+
+/// Per-call limits from `limits`; `base` fills what is not set.
+pub fn limits(limits: &FunctionLimits, base: Limits) -> Limits {
+    Limits {
+        timeout: limits
+            .timeout_ms
+            .map(Duration::from_millis)
+            .unwrap_or(base.timeout),
+        memory_bytes: limits
+            .memory_limit_mb
+            .map(|mb| mb << 20)
+            .unwrap_or(base.memory_bytes),
+        fuel: limits.fuel.or(base.fuel),
+        max_output_bytes: limits
+            .max_output_bytes
+            .map(|b| b as usize)
+            .unwrap_or(base.max_output_bytes),
+    }
+}
+
+/// A command container runs as long as it runs and uses the memory its cgroup allows,
+/// unless the environment sets limits.
+pub fn command_base_limits() -> Limits {
+    Limits {
+        timeout: Duration::MAX,
+        memory_bytes: EngineConfig::default().max_memory_bytes,
+        fuel: None,
+        max_output_bytes: usize::MAX,
+    }
+}
+
+/// The environment the module sees: the spec's, without our own configuration entries.
+pub fn module_env(env: &[String]) -> Vec<(String, String)> {
+    env.iter()
+        .filter(|e| !e.starts_with(ENV_PREFIX))
+        .map(|e| match e.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => (e.clone(), String::new()),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn our_variables_are_not_passed_to_the_module() {
+        let env = vec![
+            "PATH=/bin".to_string(),
+            "WASMENGINE_TIMEOUT_MS=5".to_string(),
+            "EMPTY".to_string(),
+        ];
+        assert_eq!(
+            module_env(&env),
+            vec![
+                ("PATH".to_string(), "/bin".to_string()),
+                ("EMPTY".to_string(), String::new())
+            ]
+        );
+    }
+
+    #[test]
+    fn unset_limits_fall_back_to_the_base() {
+        let l = limits(
+            &FunctionLimits {
+                timeout_ms: Some(250),
+                ..FunctionLimits::default()
+            },
+            Limits::default(),
+        );
+        assert_eq!(l.timeout, Duration::from_millis(250));
+        assert_eq!(l.memory_bytes, Limits::default().memory_bytes);
+    }
+}

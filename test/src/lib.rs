@@ -1,0 +1,386 @@
+//! Test harness for end-to-end tests against real services:
+//! - [`Containerd`]: a private containerd (the system binary) with its own root, state and
+//!   socket under a temp dir, our shim on its `PATH`, stopped (and its leftovers removed) on
+//!   drop;
+//! - [`Registry`]: Debian's `docker-registry` on a free 127.0.0.1 port;
+//! - fixtures: the sample functions from `make apps` and C/WAT test modules, packaged as images
+//!   with `wasmengine_api::image`.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use wasmengine_api::image::{self, ImageSpec};
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Where cargo put the release binaries (the shim, the engine).
+pub fn release_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target"))
+        .join("release")
+}
+
+pub const SHIM_BINARY: &str = "containerd-shim-wasmengine-v1";
+pub const RUNTIME: &str = "io.containerd.wasmengine.v1";
+
+/// A sample function built by `make apps`.
+pub fn app(name: &str) -> Vec<u8> {
+    let path = workspace().join("build/apps").join(format!("{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (run `make apps`)", path.display()))
+}
+
+/// A test fixture built by `make apps` from `test/fixtures/`.
+pub fn fixture(name: &str) -> Vec<u8> {
+    let path = workspace()
+        .join("build/fixtures")
+        .join(format!("{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (run `make apps`)", path.display()))
+}
+
+/// A free TCP port on 127.0.0.1 (free when asked; tests accept the small race).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) -> Result<()> {
+    let start = Instant::now();
+    while !ready() {
+        if start.elapsed() > timeout {
+            bail!("{what} not ready after {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// A private containerd.
+pub struct Containerd {
+    pub dir: tempfile::TempDir,
+    pub address: PathBuf,
+    pub namespace: String,
+    child: Child,
+}
+
+impl Containerd {
+    /// Starts containerd with our shim's directory first on its `PATH`.
+    pub fn start() -> Result<Containerd> {
+        let shim = release_dir().join(SHIM_BINARY);
+        if !shim.exists() {
+            bail!("{} is missing: build it first (make build)", shim.display());
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("wasmengine-ctd-")
+            .tempdir()?;
+        let address = dir.path().join("containerd.sock");
+        let config = dir.path().join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"version = 2
+root = "{root}"
+state = "{state}"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "{sock}"
+[ttrpc]
+  address = "{sock}.ttrpc"
+[debug]
+  level = "info"
+"#,
+                root = dir.path().join("root").display(),
+                state = dir.path().join("state").display(),
+                sock = address.display(),
+            ),
+        )?;
+        let log = std::fs::File::create(dir.path().join("containerd.log"))?;
+        let path = format!(
+            "{}:{}",
+            release_dir().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(&config)
+            .env("PATH", path)
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("start containerd (apt-get install containerd)")?;
+        let c = Containerd {
+            dir,
+            address,
+            namespace: "wasmengine-test".into(),
+            child,
+        };
+        wait_for("containerd", Duration::from_secs(20), || {
+            c.ctr(&["version"])
+                .map(|o| o.status.success())
+                .unwrap_or(false)
+        })?;
+        Ok(c)
+    }
+
+    /// Runs `ctr` against this containerd, in the test namespace.
+    pub fn ctr(&self, args: &[&str]) -> Result<Output> {
+        Command::new("ctr")
+            .arg("--address")
+            .arg(&self.address)
+            .arg("--namespace")
+            .arg(&self.namespace)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .context("run ctr")
+    }
+
+    /// Runs `ctr` and fails unless it succeeds; returns stdout.
+    pub fn ctr_ok(&self, args: &[&str]) -> Result<String> {
+        let out = self.ctr(args)?;
+        if !out.status.success() {
+            bail!(
+                "ctr {} failed ({}): {}{}",
+                args.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// The directory `ctr` should put stdio FIFOs in (so nothing lands in /run/containerd).
+    pub fn fifo_dir(&self) -> String {
+        self.dir.path().join("fifo").display().to_string()
+    }
+
+    /// containerd's log so far (for failure messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
+    }
+
+    /// Imports an image archive (`ctr image import`), `extra` as further flags.
+    pub fn import(&self, archive: &Path, extra: &[&str]) -> Result<String> {
+        let path = archive.display().to_string();
+        let mut args = vec!["image", "import"];
+        args.extend_from_slice(extra);
+        args.push(&path);
+        self.ctr_ok(&args)
+    }
+
+    /// Builds an image for `wasm` and imports it under `reference`.
+    pub fn import_wasm(&self, wasm: &[u8], spec: &ImageSpec, reference: &str) -> Result<()> {
+        let image = image::build(wasm, spec)?;
+        let archive = self
+            .dir
+            .path()
+            .join(format!("{}.tar", image.manifest.digest.replace(':', "-")));
+        image.write_archive(std::fs::File::create(&archive)?, reference)?;
+        let extra: &[&str] = match spec.layout {
+            image::Layout::Classic => &[],
+            image::Layout::Artifact => &["--no-unpack", "--all-platforms"],
+        };
+        self.import(&archive, extra)?;
+        Ok(())
+    }
+
+    /// Shim processes started for this containerd (their command line names our address).
+    pub fn shim_pids(&self) -> Vec<u32> {
+        let needle = self.address.display().to_string();
+        let mut pids = Vec::new();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+                continue;
+            };
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if cmdline.contains(SHIM_BINARY) && cmdline.contains(&needle) {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+
+    /// Mounts under this containerd's state or root.
+    pub fn mounts(&self) -> Vec<String> {
+        let dir = self.dir.path().display().to_string();
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(&dir))
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        // Remove what tests left, so no shim outlives the test.
+        if let Ok(tasks) = self.ctr_ok(&["task", "ls", "-q"]) {
+            for id in tasks.lines().filter(|l| !l.is_empty()) {
+                let _ = self.ctr(&["task", "kill", "-s", "SIGKILL", id]);
+                let _ = self.ctr(&["task", "delete", "-f", id]);
+            }
+        }
+        if let Ok(containers) = self.ctr_ok(&["container", "ls", "-q"]) {
+            for id in containers.lines().filter(|l| !l.is_empty()) {
+                let _ = self.ctr(&["container", "delete", id]);
+            }
+        }
+        for pid in self.shim_pids() {
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for m in self.mounts().iter().rev() {
+            if let Some(point) = m.split(' ').nth(4) {
+                let c = std::ffi::CString::new(point).unwrap();
+                unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+            }
+        }
+    }
+}
+
+/// Debian's `docker-registry` on 127.0.0.1.
+pub struct Registry {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    child: Child,
+}
+
+impl Registry {
+    pub fn start() -> Result<Registry> {
+        let dir = tempfile::Builder::new()
+            .prefix("wasmengine-reg-")
+            .tempdir()?;
+        let port = free_port();
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                dir.path().join("data").display()
+            ),
+        )?;
+        let log = std::fs::File::create(dir.path().join("registry.log"))?;
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("start docker-registry (apt-get install docker-registry)")?;
+        let r = Registry { dir, port, child };
+        wait_for("registry", Duration::from_secs(20), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        })?;
+        Ok(r)
+    }
+
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Pushes an image for `wasm` as `host/name:tag` with skopeo (from an OCI layout);
+    /// `v2s2` converts to Docker schema-2 media types on the way, as `docker push` would.
+    pub fn push_wasm(
+        &self,
+        wasm: &[u8],
+        spec: &ImageSpec,
+        name_tag: &str,
+        v2s2: bool,
+    ) -> Result<String> {
+        let reference = format!("{}/{name_tag}", self.host());
+        let image = image::build(wasm, spec)?;
+        let layout = tempfile::tempdir()?;
+        image.write_layout(layout.path(), &reference)?;
+        let tag = name_tag.rsplit(':').next().unwrap_or("latest");
+        let mut cmd = Command::new("skopeo");
+        cmd.args(["copy", "--dest-tls-verify=false"]);
+        if v2s2 {
+            cmd.args(["--format", "v2s2"]);
+        }
+        let out = cmd
+            .arg(format!("oci:{}:{tag}", layout.path().display()))
+            .arg(format!("docker://{reference}"))
+            .output()
+            .context("run skopeo (apt-get install skopeo)")?;
+        if !out.status.success() {
+            bail!(
+                "skopeo copy failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(reference)
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A WAT test module of the execution core (`core/tests/wat/NAME.wat`), assembled.
+pub fn core_wat(name: &str) -> Vec<u8> {
+    let path = workspace()
+        .join("core/tests/wat")
+        .join(format!("{name}.wat"));
+    wat::parse_file(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// One HTTP/1.1 request over a unix socket (a fresh connection); returns status and body.
+pub fn http_unix(socket: &Path, method: &str, path: &str, body: &[u8]) -> Result<(u16, Vec<u8>)> {
+    use std::io::{Read, Write};
+    let mut conn = std::os::unix::net::UnixStream::connect(socket)
+        .with_context(|| format!("connect {}", socket.display()))?;
+    conn.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(
+        conn,
+        "{method} {path} HTTP/1.1\r\nhost: fn\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    )?;
+    conn.write_all(body)?;
+    let mut raw = Vec::new();
+    conn.read_to_end(&mut raw)?;
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .context("no end of response head")?;
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .context("no status")?;
+    Ok((status, raw[split + 4..].to_vec()))
+}
+
+/// Waits until `cond` holds, polling; false if it did not within `timeout`.
+pub fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    wait_for("condition", timeout, &mut cond).is_ok()
+}
