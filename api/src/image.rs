@@ -295,6 +295,64 @@ impl Image {
         Ok(())
     }
 
+    /// Reads back an image layout written by [`Image::write_layout`] (its first manifest):
+    /// the image and the reference it was written under.
+    pub fn read_layout(dir: &Path) -> io::Result<(Image, String)> {
+        let bad = |why: String| io::Error::new(io::ErrorKind::InvalidData, why);
+        let read_json = |path: &Path| -> io::Result<Value> {
+            serde_json::from_slice(&std::fs::read(path)?)
+                .map_err(|e| bad(format!("{}: {e}", path.display())))
+        };
+        let blob = |desc: &Value| -> io::Result<Blob> {
+            let digest = desc["digest"].as_str().unwrap_or_default();
+            let hex = digest
+                .strip_prefix("sha256:")
+                .ok_or_else(|| bad(format!("unsupported digest {digest:?}")))?;
+            let data = std::fs::read(dir.join("blobs/sha256").join(hex))?;
+            let media_type = desc["mediaType"].as_str().unwrap_or_default();
+            let b = Blob::new(media_type, data);
+            if b.digest != digest {
+                return Err(bad(format!("blob {digest} does not match its content")));
+            }
+            Ok(b)
+        };
+        let index = read_json(&dir.join("index.json"))?;
+        let entry = &index["manifests"][0];
+        let reference = entry["annotations"][CONTAINERD_IMAGE_NAME]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let manifest = blob(entry)?;
+        let m: Value =
+            serde_json::from_slice(&manifest.data).map_err(|e| bad(format!("manifest: {e}")))?;
+        let config = blob(&m["config"])?;
+        let layers = m["layers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(blob)
+            .collect::<io::Result<Vec<_>>>()?;
+        let platform = (
+            entry["platform"]["os"]
+                .as_str()
+                .unwrap_or("linux")
+                .to_string(),
+            entry["platform"]["architecture"]
+                .as_str()
+                .unwrap_or(host_arch())
+                .to_string(),
+        );
+        Ok((
+            Image {
+                manifest,
+                config,
+                layers,
+                platform,
+            },
+            reference,
+        ))
+    }
+
     /// Writes the same layout as a tar archive.
     pub fn write_archive(&self, out: impl Write, reference: &str) -> io::Result<()> {
         let mut tar = tar::Builder::new(out);
@@ -321,6 +379,20 @@ mod tests {
     use super::*;
 
     const WASM: &[u8] = b"\0asm\x01\0\0\0";
+
+    #[test]
+    fn layouts_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = build(WASM, &ImageSpec::artifact("fn.wasm")).unwrap();
+        image
+            .write_layout(dir.path(), "localhost:5000/fn:v1")
+            .unwrap();
+        let (back, reference) = Image::read_layout(dir.path()).unwrap();
+        assert_eq!(reference, "localhost:5000/fn:v1");
+        assert_eq!(back.manifest.digest, image.manifest.digest);
+        assert_eq!(back.layers[0].data, WASM);
+        assert_eq!(back.config.media_type, WASM_CONFIG);
+    }
 
     #[test]
     fn classic_image_has_the_module_at_the_root() {

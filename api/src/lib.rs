@@ -13,3 +13,6 @@ pub mod function;
 pub mod image;
 pub mod invoke;
 pub mod rest;
+
+/// The containerd runtime name of our shim (binary `containerd-shim-wasmengine-v1`).
+pub const RUNTIME_NAME: &str = "io.containerd.wasmengine.v1";

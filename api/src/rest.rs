@@ -39,6 +39,12 @@ pub struct Response {
     pub message: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<String>,
+    /// `GET /function/list`: the deployed functions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub functions: Option<Value>,
+    /// `POST /function/query`: the function's details.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function: Option<Value>,
 }
 
 impl Response {

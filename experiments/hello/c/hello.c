@@ -1,0 +1,7 @@
+/* WASI command: prints a greeting. */
+#include <stdio.h>
+
+int main(void) {
+    printf("Hello, world!\n");
+    return 0;
+}

@@ -1,0 +1,4 @@
+//! WASI command: prints a greeting.
+fn main() {
+    println!("Hello, world!");
+}

@@ -1,0 +1,115 @@
+//! The command line: `wasm_engine [serve flags]` or `wasm_engine image …`. Every serve flag
+//! also reads an env var (`WASMENGINE_…`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "wasm_engine",
+    version,
+    about = "WasmEngine: a WebAssembly function engine on containerd (REST API on :10000)"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Package a .wasm file as an OCI image, push it, or import it into containerd.
+    #[command(subcommand)]
+    Image(crate::image_cmd::ImageCommand),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address of the REST API. A non-loopback address needs --auth-token or --insecure.
+    #[arg(long, env = "WASMENGINE_LISTEN", default_value = "127.0.0.1:10000")]
+    pub listen: SocketAddr,
+
+    /// containerd's socket. Default: /run/containerd/containerd.sock when it answers, else a
+    /// private containerd started under --data-dir (stopped on shutdown).
+    #[arg(long, env = "WASMENGINE_CONTAINERD_ADDRESS")]
+    pub containerd_address: Option<PathBuf>,
+
+    /// Always use a private containerd under --data-dir, even if the system one answers.
+    #[arg(long, env = "WASMENGINE_EMBEDDED_CONTAINERD")]
+    pub embedded_containerd: bool,
+
+    /// containerd namespace of the engine's functions and images.
+    #[arg(long, env = "WASMENGINE_NAMESPACE", default_value = "wasmengine")]
+    pub namespace: String,
+
+    /// The engine's own state: function sockets, the private containerd.
+    #[arg(
+        long,
+        env = "WASMENGINE_DATA_DIR",
+        default_value = "/var/lib/wasmengine"
+    )]
+    pub data_dir: PathBuf,
+
+    /// A registry (HOST[:PORT]) reached over plain HTTP. Loopback registries always are.
+    #[arg(
+        long = "insecure-registry",
+        env = "WASMENGINE_INSECURE_REGISTRIES",
+        value_delimiter = ','
+    )]
+    pub insecure_registries: Vec<String>,
+
+    /// Requests must carry `Authorization: Bearer TOKEN`.
+    #[arg(long, env = "WASMENGINE_AUTH_TOKEN")]
+    pub auth_token: Option<String>,
+
+    /// Allow a non-loopback --listen without --auth-token.
+    #[arg(long, env = "WASMENGINE_INSECURE")]
+    pub insecure: bool,
+
+    /// Largest request body accepted (413 beyond).
+    #[arg(long, env = "WASMENGINE_MAX_BODY_BYTES", default_value_t = 1 << 20)]
+    pub max_body_bytes: usize,
+
+    /// Calls one function runs at once (further calls queue in its task).
+    #[arg(long, env = "WASMENGINE_FUNCTION_CONCURRENCY", default_value_t = 16)]
+    pub function_concurrency: u32,
+
+    /// How long in-flight requests may take to finish after SIGTERM.
+    #[arg(long, env = "WASMENGINE_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
+    pub shutdown_grace_secs: u64,
+}
+
+impl ServeArgs {
+    /// Checks combinations clap cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.listen.ip().is_loopback() && self.auth_token.is_none() && !self.insecure {
+            return Err(format!(
+                "--listen {} is not a loopback address: give --auth-token TOKEN, or --insecure to serve it unauthenticated",
+                self.listen
+            ));
+        }
+        if self.auth_token.as_deref().is_some_and(str::is_empty) {
+            return Err("--auth-token must not be empty".into());
+        }
+        // sun_path holds 108 bytes: data-dir/fn/<63-char name>/fn.sock must fit.
+        let longest = self
+            .data_dir
+            .join("fn")
+            .join("x".repeat(63))
+            .join("fn.sock");
+        if longest.as_os_str().len() > 107 {
+            return Err(format!(
+                "--data-dir {} is too long for function sockets (at most {} characters)",
+                self.data_dir.display(),
+                107 - (longest.as_os_str().len() - self.data_dir.as_os_str().len())
+            ));
+        }
+        if self.function_concurrency == 0 {
+            return Err("--function-concurrency must be at least 1".into());
+        }
+        Ok(())
+    }
+}

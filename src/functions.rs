@@ -1,0 +1,732 @@
+//! Functions as containerd containers of our runtime.
+//!
+//! - deploy: validate → image (already in containerd, or pulled) → unpack → container with
+//!   our labels, a socket directory bind-mounted at `/run/wasmengine`, the function's
+//!   configuration as env vars → task → wait for the socket to answer.
+//! - invoke: one call over the function's socket; a task found dead is restarted once.
+//! - list / query: read back from containerd's containers and our labels (containerd is the
+//!   only store: nothing here survives a restart, nothing needs to).
+//! - delete: stop the task (SIGTERM, grace, SIGKILL), delete it, the container, its snapshot.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::{json, Value};
+use wasmengine_api::function::{
+    FunctionConfig, FunctionLimits, SOCKET_DIR_IN_CONTAINER, SOCKET_NAME,
+};
+use wasmengine_api::invoke::{ErrorCode, InvokeError};
+use wasmengine_api::rest::DeployRequest;
+
+use crate::containerd::{Containerd, TaskState};
+use crate::error::{ApiError, ApiResult};
+use crate::image::{self, ResolvedImage};
+use crate::invoker::{CallFailure, Invoker};
+use crate::metrics::Metrics;
+use crate::reference::Reference;
+use crate::registry::Registries;
+
+pub const LABEL_FUNCTION: &str = "io.wasmengine.function";
+pub const LABEL_IMAGE: &str = "io.wasmengine.image";
+pub const LABEL_IMAGE_DIGEST: &str = "io.wasmengine.image.digest";
+pub const LABEL_WASI: &str = "io.wasmengine.wasi";
+pub const LABEL_EXPORT: &str = "io.wasmengine.export";
+pub const LABEL_LIMITS: &str = "io.wasmengine.limits";
+pub const LABEL_SOCKET: &str = "io.wasmengine.socket";
+
+/// How long a new task may take to answer its first ping.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// SIGTERM → SIGKILL grace when deleting a function.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+/// A pull and unpack must finish within this lease's lifetime.
+const LEASE_TTL: Duration = Duration::from_secs(3600);
+/// Default function timeout (the core's), used to bound a call at the engine.
+const DEFAULT_TIMEOUT_MS: u64 = 10_000;
+const DEFAULT_MEMORY_MB: u64 = 256;
+
+/// Settings of every function this engine deploys.
+#[derive(Debug, Clone)]
+pub struct FunctionDefaults {
+    /// Calls one function runs at once (more wait their turn in the shim).
+    pub concurrency: u32,
+}
+
+pub struct Functions {
+    pub ctd: Containerd,
+    registries: Registries,
+    socket_root: PathBuf,
+    defaults: FunctionDefaults,
+    pub metrics: Arc<Metrics>,
+    handles: Mutex<HashMap<String, Arc<Handle>>>,
+    deploying: Mutex<HashSet<String>>,
+}
+
+/// What invoke needs of a deployed function, cached after the first look-up.
+struct Handle {
+    invoker: Invoker,
+    /// Bound on one call at the engine: the function's timeout plus slack.
+    call_timeout: Duration,
+    restart: tokio::sync::Mutex<()>,
+}
+
+/// A deployed function, as containerd describes it.
+#[derive(Debug, Clone)]
+pub struct FunctionInfo {
+    pub name: String,
+    pub image: String,
+    pub image_digest: String,
+    pub wasi: bool,
+    pub export: Option<String>,
+    pub limits: FunctionLimits,
+    pub created: Option<SystemTime>,
+    pub state: TaskState,
+}
+
+impl FunctionInfo {
+    /// The original list fields.
+    pub fn summary(&self) -> Value {
+        json!({"func_name": self.name, "func_image_name": self.image, "wasi_cap": self.wasi})
+    }
+
+    /// The query fields: the original ones and what containerd knows.
+    pub fn detail(&self) -> Value {
+        let mut v = self.summary();
+        v["image_digest"] = json!(self.image_digest);
+        v["export"] = json!(self.export);
+        v["limits"] = json!(self.limits);
+        v["status"] = json!(self.state.as_str());
+        if let TaskState::Stopped(code) = self.state {
+            v["exit_status"] = json!(code);
+        }
+        v["created"] = json!(self.created.map(crate::containerd::humantime_rfc3339));
+        v
+    }
+}
+
+/// Removes a name from the in-flight deploys when the deploy ends, however it ends.
+struct DeployClaim<'a>(&'a Functions, String);
+
+impl Drop for DeployClaim<'_> {
+    fn drop(&mut self) {
+        self.0.deploying.lock().unwrap().remove(&self.1);
+    }
+}
+
+pub fn validate_name(name: &str) -> ApiResult<()> {
+    let ok = (1..=63).contains(&name.len())
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "invalid function_name {name:?}: 1 to 63 characters of [a-z0-9_-], starting with a letter or digit"
+        )))
+    }
+}
+
+impl Functions {
+    pub fn new(
+        ctd: Containerd,
+        registries: Registries,
+        data_dir: &Path,
+        defaults: FunctionDefaults,
+        metrics: Arc<Metrics>,
+    ) -> Functions {
+        Functions {
+            ctd,
+            registries,
+            socket_root: data_dir.join("fn"),
+            defaults,
+            metrics,
+            handles: Mutex::new(HashMap::new()),
+            deploying: Mutex::new(HashSet::new()),
+        }
+    }
+
+    fn socket_dir(&self, name: &str) -> PathBuf {
+        self.socket_root.join(name)
+    }
+
+    pub async fn deploy(&self, req: &DeployRequest) -> ApiResult<()> {
+        let start = Instant::now();
+        let r = self.deploy_inner(req).await;
+        match &r {
+            Ok(()) => {
+                self.metrics.deployed(&req.function_name, start.elapsed());
+                tracing::info!(
+                    "deployed {} from {} in {:?}",
+                    req.function_name,
+                    req.function_image,
+                    start.elapsed()
+                );
+            }
+            Err(e) => {
+                self.metrics.deploy_failed();
+                tracing::warn!("deploy {} failed: {e}", req.function_name);
+            }
+        }
+        r
+    }
+
+    async fn deploy_inner(&self, req: &DeployRequest) -> ApiResult<()> {
+        let name = req.function_name.as_str();
+        validate_name(name)?;
+        let reference = Reference::parse(&req.function_image).map_err(ApiError::bad_request)?;
+        if let Some(bad) = req
+            .env
+            .keys()
+            .find(|k| k.is_empty() || k.contains('=') || k.starts_with("WASMENGINE_"))
+        {
+            return Err(ApiError::bad_request(format!(
+                "invalid env name {bad:?} (empty, has '=', or reserved WASMENGINE_ prefix)"
+            )));
+        }
+        if req.limits.timeout_ms == Some(0) || req.limits.memory_limit_mb == Some(0) {
+            return Err(ApiError::bad_request(
+                "timeout_ms and memory_limit_mb must be positive",
+            ));
+        }
+        if req.export.as_deref().is_some_and(str::is_empty) {
+            return Err(ApiError::bad_request("export must not be empty"));
+        }
+
+        if !self.deploying.lock().unwrap().insert(name.to_string()) {
+            return Err(ApiError::conflict(format!(
+                "function {name} is being deployed by another request"
+            )));
+        }
+        let _claim = DeployClaim(self, name.to_string());
+        if self.ctd.container(name).await?.is_some() {
+            return Err(ApiError::conflict(format!(
+                "function {name} is already deployed"
+            )));
+        }
+
+        let lease = self.ctd.create_lease(LEASE_TTL).await?;
+        let result = self.deploy_leased(req, &reference, &lease).await;
+        self.ctd.delete_lease(&lease).await;
+        result
+    }
+
+    async fn deploy_leased(
+        &self,
+        req: &DeployRequest,
+        reference: &Reference,
+        lease: &str,
+    ) -> ApiResult<()> {
+        let name = req.function_name.as_str();
+        let (image_name, target) = self
+            .find_or_pull(reference, &req.function_image, lease)
+            .await?;
+        let image = image::resolve(&self.ctd, &target).await?;
+        image::unpack(&self.ctd, &image, lease).await?;
+
+        let dir = self.socket_dir(name);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| ApiError::internal(format!("create {}: {e}", dir.display())))?;
+        let _ = std::fs::remove_file(dir.join(SOCKET_NAME));
+
+        let snapshot_key = format!("wasmengine-{name}-{}", crate::containerd::unique());
+        let mounts = self
+            .ctd
+            .prepare_snapshot(&snapshot_key, &image.top_chain_id(), Some(lease))
+            .await?;
+        let spec = self.spec(req, &image, &dir);
+        let mut labels = labels(req, &image);
+        labels.insert(
+            LABEL_SOCKET.to_string(),
+            dir.join(SOCKET_NAME).display().to_string(),
+        );
+        if let Err(e) = self
+            .ctd
+            .create_container(name, &image_name, labels, &spec, &snapshot_key)
+            .await
+        {
+            let _ = self.ctd.remove_snapshot(&snapshot_key).await;
+            return Err(e);
+        }
+        let started = self.start_task(name, mounts).await;
+        if let Err(e) = started {
+            self.remove(name, &snapshot_key).await;
+            return Err(e);
+        }
+        self.handles.lock().unwrap().remove(name);
+        Ok(())
+    }
+
+    /// The image record for `reference`: one containerd already has (as written, or
+    /// normalised), else pulled from the registry.
+    async fn find_or_pull(
+        &self,
+        reference: &Reference,
+        as_written: &str,
+        lease: &str,
+    ) -> ApiResult<(String, containerd_client::types::Descriptor)> {
+        let normalised = reference.to_string();
+        for name in [as_written, normalised.as_str()] {
+            if let Some(img) = self.ctd.image(name).await? {
+                if let Some(target) = img.target {
+                    return Ok((name.to_string(), target));
+                }
+            }
+        }
+        tracing::info!("pulling {normalised}");
+        let target = self
+            .registries
+            .pull(&self.ctd, reference, &normalised, lease)
+            .await?;
+        Ok((normalised, target))
+    }
+
+    /// Creates and starts the task, then waits for the function to answer.
+    async fn start_task(
+        &self,
+        name: &str,
+        mounts: Vec<containerd_client::types::Mount>,
+    ) -> ApiResult<()> {
+        self.ctd.create_task(name, mounts).await?;
+        self.ctd.start_task(name).await?;
+        let invoker = Invoker::new(&self.socket_dir(name).join(SOCKET_NAME));
+        let start = Instant::now();
+        let mut polls = 0u32;
+        loop {
+            if invoker.ready().await {
+                return Ok(());
+            }
+            polls += 1;
+            if polls.is_multiple_of(20) {
+                if let TaskState::Stopped(code) = self.ctd.task_state(name).await? {
+                    return Err(exited_before_ready(name, code));
+                }
+            }
+            if start.elapsed() > READY_TIMEOUT {
+                return Err(ApiError::new(
+                    504,
+                    format!("function {name} did not become ready within {READY_TIMEOUT:?}"),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(if polls < 200 { 2 } else { 20 })).await;
+        }
+    }
+
+    /// Best-effort removal of what a function consists of.
+    async fn remove(&self, name: &str, snapshot_key: &str) {
+        if let Err(e) = self.ctd.stop_task(name, STOP_GRACE).await {
+            tracing::warn!("stop task {name}: {e}");
+        }
+        if let Err(e) = self.ctd.delete_container(name).await {
+            tracing::warn!("delete container {name}: {e}");
+        }
+        if let Err(e) = self.ctd.remove_snapshot(snapshot_key).await {
+            tracing::warn!("remove snapshot {snapshot_key}: {e}");
+        }
+        let _ = std::fs::remove_dir_all(self.socket_dir(name));
+        self.handles.lock().unwrap().remove(name);
+    }
+
+    pub async fn delete(&self, name: &str) -> ApiResult<()> {
+        validate_name(name)?;
+        let Some(container) = self.ctd.container(name).await? else {
+            return Err(ApiError::not_found(format!(
+                "function {name} is not deployed"
+            )));
+        };
+        if !container.labels.contains_key(LABEL_FUNCTION) {
+            return Err(ApiError::not_found(format!(
+                "container {name} is not a function of this engine"
+            )));
+        }
+        self.ctd.stop_task(name, STOP_GRACE).await?;
+        self.ctd.delete_container(name).await?;
+        self.ctd.remove_snapshot(&container.snapshot_key).await?;
+        let _ = std::fs::remove_dir_all(self.socket_dir(name));
+        self.handles.lock().unwrap().remove(name);
+        tracing::info!("deleted {name}");
+        Ok(())
+    }
+
+    pub async fn list(&self) -> ApiResult<Vec<FunctionInfo>> {
+        let containers = self.ctd.containers_with_label(LABEL_FUNCTION).await?;
+        let mut out = Vec::new();
+        for c in containers {
+            out.push(self.info(c, false).await?);
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    pub async fn query(&self, name: &str) -> ApiResult<FunctionInfo> {
+        validate_name(name)?;
+        match self.ctd.container(name).await? {
+            Some(c) if c.labels.contains_key(LABEL_FUNCTION) => self.info(c, true).await,
+            _ => Err(ApiError::not_found(format!(
+                "function {name} is not deployed"
+            ))),
+        }
+    }
+
+    async fn info(
+        &self,
+        c: containerd_client::services::v1::Container,
+        with_state: bool,
+    ) -> ApiResult<FunctionInfo> {
+        let label = |k: &str| c.labels.get(k).cloned().unwrap_or_default();
+        let state = if with_state {
+            self.ctd.task_state(&c.id).await?
+        } else {
+            TaskState::Other
+        };
+        Ok(FunctionInfo {
+            name: c.id.clone(),
+            image: label(LABEL_IMAGE),
+            image_digest: label(LABEL_IMAGE_DIGEST),
+            wasi: label(LABEL_WASI) == "true",
+            export: c.labels.get(LABEL_EXPORT).cloned(),
+            limits: serde_json::from_str(&label(LABEL_LIMITS)).unwrap_or_default(),
+            created: c.created_at.and_then(|t| SystemTime::try_from(t).ok()),
+            state,
+        })
+    }
+
+    async fn handle(&self, name: &str) -> ApiResult<Arc<Handle>> {
+        if let Some(h) = self.handles.lock().unwrap().get(name) {
+            return Ok(h.clone());
+        }
+        validate_name(name)?;
+        let container = match self.ctd.container(name).await? {
+            Some(c) if c.labels.contains_key(LABEL_FUNCTION) => c,
+            _ => {
+                return Err(ApiError::not_found(format!(
+                    "function {name} is not deployed"
+                )))
+            }
+        };
+        let limits: FunctionLimits = container
+            .labels
+            .get(LABEL_LIMITS)
+            .and_then(|l| serde_json::from_str(l).ok())
+            .unwrap_or_default();
+        let socket = container
+            .labels
+            .get(LABEL_SOCKET)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| self.socket_dir(name).join(SOCKET_NAME));
+        let timeout = limits.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS);
+        let handle = Arc::new(Handle {
+            invoker: Invoker::new(&socket),
+            call_timeout: Duration::from_millis(timeout) + Duration::from_secs(30),
+            restart: tokio::sync::Mutex::new(()),
+        });
+        let mut handles = self.handles.lock().unwrap();
+        Ok(handles.entry(name.to_string()).or_insert(handle).clone())
+    }
+
+    /// Calls the function with `args`; the result text.
+    pub async fn invoke(&self, name: &str, args: &Value) -> ApiResult<String> {
+        let start = Instant::now();
+        let r = self.invoke_inner(name, args).await;
+        let kind = match &r {
+            Ok(_) => None,
+            Err((_, kind)) => Some(kind.as_str()),
+        };
+        if !matches!(&r, Err((e, _)) if e.status == 404 && kind == Some("not_found")) {
+            self.metrics.invocation(name, start.elapsed(), kind);
+        }
+        r.map_err(|(e, _)| e)
+    }
+
+    async fn invoke_inner(&self, name: &str, args: &Value) -> Result<String, (ApiError, String)> {
+        let handle = self
+            .handle(name)
+            .await
+            .map_err(|e| (e, "not_found".to_string()))?;
+        let body = serde_json::to_vec(args).expect("JSON value serialises");
+        let mut restarted = false;
+        loop {
+            let call =
+                tokio::time::timeout(handle.call_timeout, handle.invoker.invoke(&body)).await;
+            let failure = match call {
+                Err(_) => {
+                    return Err((
+                        ApiError::new(
+                            504,
+                            format!(
+                                "function {name} did not answer within {:?}",
+                                handle.call_timeout
+                            ),
+                        ),
+                        "timeout".into(),
+                    ))
+                }
+                Ok(Ok((200, out))) => {
+                    return String::from_utf8(out).map_err(|_| {
+                        (
+                            ApiError::internal(format!(
+                                "function {name} returned non-UTF-8 output"
+                            )),
+                            "bad_output".into(),
+                        )
+                    })
+                }
+                Ok(Ok((status, out))) => return Err(function_error(name, status, &out)),
+                Ok(Err(f)) => f,
+            };
+            if restarted {
+                return Err((
+                    ApiError::unavailable(format!(
+                        "function {name} is not answering after a restart: {failure}"
+                    )),
+                    "unavailable".into(),
+                ));
+            }
+            self.revive(name, &handle, &failure)
+                .await
+                .map_err(|e| (e, "unavailable".to_string()))?;
+            restarted = true;
+        }
+    }
+
+    /// After a failed call: if the task is not running, restart it (once, whoever gets here
+    /// first); if it is running, the call failure stands.
+    async fn revive(&self, name: &str, handle: &Handle, failure: &CallFailure) -> ApiResult<()> {
+        let _guard = handle.restart.lock().await;
+        handle.invoker.reset();
+        if handle.invoker.ready().await {
+            return Ok(()); // someone else restarted it meanwhile
+        }
+        let state = self.ctd.task_state(name).await?;
+        if state == TaskState::Running {
+            return Err(ApiError::unavailable(format!(
+                "function {name} is running but not answering: {failure}"
+            )));
+        }
+        let container = self
+            .ctd
+            .container(name)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("function {name} is not deployed")))?;
+        tracing::warn!(
+            "function {name}: task {} ({failure}); restarting it",
+            state.as_str()
+        );
+        let start = Instant::now();
+        self.ctd.stop_task(name, STOP_GRACE).await?;
+        let mounts = self.ctd.snapshot_mounts(&container.snapshot_key).await?;
+        self.start_task(name, mounts).await?;
+        self.metrics.restarted(name, start.elapsed());
+        tracing::info!("function {name}: restarted in {:?}", start.elapsed());
+        Ok(())
+    }
+
+    /// The OCI runtime spec of a function's container.
+    fn spec(&self, req: &DeployRequest, image: &ResolvedImage, socket_dir: &Path) -> Value {
+        let config = FunctionConfig {
+            name: req.function_name.clone(),
+            wasi: Some(req.wasi_cap),
+            export: req.export.clone(),
+            socket: format!("{SOCKET_DIR_IN_CONTAINER}/{SOCKET_NAME}"),
+            limits: req.limits.clone(),
+            concurrency: Some(self.defaults.concurrency),
+        };
+        let mut env: BTreeMap<String, String> = BTreeMap::new();
+        env.insert(
+            "PATH".into(),
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+        );
+        let entries = image.env.iter().cloned().chain(
+            req.env
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .chain(config.to_env()),
+        );
+        for e in entries {
+            if let Some((k, v)) = e.split_once('=') {
+                env.insert(k.to_string(), v.to_string());
+            }
+        }
+        let env: Vec<String> = env.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let per_call = req.limits.memory_limit_mb.unwrap_or(DEFAULT_MEMORY_MB);
+        let cgroup_memory = (per_call * u64::from(self.defaults.concurrency) + 128) * 1024 * 1024;
+        json!({
+            "ociVersion": "1.0.2",
+            "process": {
+                "terminal": false,
+                "user": {"uid": 0, "gid": 0},
+                "args": image.args,
+                "env": env,
+                "cwd": "/",
+                "capabilities": {
+                    "bounding": CAPS, "effective": CAPS, "permitted": CAPS,
+                },
+                "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 4096, "soft": 4096}],
+                "noNewPrivileges": true
+            },
+            "root": {"path": "rootfs"},
+            "hostname": req.function_name,
+            "mounts": [
+                {"destination": "/proc", "type": "proc", "source": "proc",
+                 "options": ["nosuid", "noexec", "nodev"]},
+                {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+                 "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+                {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+                 "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+                {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+                 "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+                {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+                 "options": ["nosuid", "noexec", "nodev"]},
+                {"destination": "/sys", "type": "sysfs", "source": "sysfs",
+                 "options": ["nosuid", "noexec", "nodev", "ro"]},
+                {"destination": "/run", "type": "tmpfs", "source": "tmpfs",
+                 "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+                {"destination": SOCKET_DIR_IN_CONTAINER, "type": "bind",
+                 "source": socket_dir.display().to_string(), "options": ["rbind", "rw"]}
+            ],
+            "linux": {
+                "resources": {
+                    "devices": [{"allow": false, "access": "rwm"}],
+                    "memory": {"limit": cgroup_memory}
+                },
+                "cgroupsPath": format!("/{}/{}", self.ctd.namespace, req.function_name),
+                "namespaces": [
+                    {"type": "pid"}, {"type": "ipc"}, {"type": "uts"},
+                    {"type": "mount"}, {"type": "network"}
+                ],
+                "maskedPaths": [
+                    "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys",
+                    "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
+                    "/proc/sched_debug", "/sys/firmware", "/proc/scsi"
+                ],
+                "readonlyPaths": [
+                    "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"
+                ]
+            }
+        })
+    }
+}
+
+/// The capabilities containerd gives a container by default.
+const CAPS: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+fn labels(req: &DeployRequest, image: &ResolvedImage) -> HashMap<String, String> {
+    let mut l = HashMap::new();
+    l.insert(LABEL_FUNCTION.to_string(), req.function_name.clone());
+    l.insert(LABEL_IMAGE.to_string(), req.function_image.clone());
+    l.insert(
+        LABEL_IMAGE_DIGEST.to_string(),
+        image.manifest_digest.clone(),
+    );
+    l.insert(LABEL_WASI.to_string(), req.wasi_cap.to_string());
+    if let Some(e) = &req.export {
+        l.insert(LABEL_EXPORT.to_string(), e.clone());
+    }
+    l.insert(
+        LABEL_LIMITS.to_string(),
+        serde_json::to_string(&req.limits).unwrap(),
+    );
+    l
+}
+
+/// A task that stopped before answering: the shim's exit codes say why.
+fn exited_before_ready(name: &str, code: u32) -> ApiError {
+    match code {
+        126 => ApiError::unprocessable(format!(
+            "function {name}: the image holds no module the runtime can load as this function \
+             (wrong kind, missing export, or not Wasm); the shim exited 126"
+        )),
+        _ => ApiError::internal(format!(
+            "function {name} exited with status {code} before it was ready"
+        )),
+    }
+}
+
+/// A failed invocation as the REST API reports it: the status from the error code.
+fn function_error(name: &str, status: u16, body: &[u8]) -> (ApiError, String) {
+    match serde_json::from_slice::<InvokeError>(body) {
+        Ok(e) => {
+            let what = match e.code {
+                ErrorCode::Trap => "trapped",
+                ErrorCode::Exit => "exited non-zero",
+                ErrorCode::Timeout => "timed out",
+                ErrorCode::MemoryLimit => "hit its memory limit",
+                ErrorCode::FuelExhausted => "ran out of fuel",
+                ErrorCode::OutputTooLarge => "returned too much output",
+                ErrorCode::BadArgs => "rejected its args",
+                ErrorCode::BadOutput => "returned unreadable output",
+                ErrorCode::Interrupted => "was interrupted",
+                ErrorCode::Instantiate => "could not be instantiated",
+            };
+            let kind = serde_json::to_value(e.code)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            (
+                ApiError::new(
+                    e.code.http_status(),
+                    format!("function {name} {what}: {}", e.message),
+                ),
+                kind,
+            )
+        }
+        Err(_) => (
+            ApiError::new(
+                if status >= 500 { status } else { 500 },
+                format!(
+                    "function {name} failed ({status}): {}",
+                    String::from_utf8_lossy(body)
+                ),
+            ),
+            "unknown".into(),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        for good in ["a", "gcd", "echo-string", "fn_1", "0x", &"a".repeat(63)] {
+            assert!(validate_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", "-a", "_a", "A", "a.b", "a/b", "a b", &"a".repeat(64)] {
+            assert_eq!(validate_name(bad).unwrap_err().status, 400, "{bad}");
+        }
+    }
+
+    #[test]
+    fn function_errors_keep_their_status() {
+        let body = serde_json::to_vec(&InvokeError {
+            code: ErrorCode::Timeout,
+            message: "timeout 50 ms".into(),
+        })
+        .unwrap();
+        let (e, kind) = function_error("f", 504, &body);
+        assert_eq!(e.status, 504);
+        assert_eq!(kind, "timeout");
+        assert!(e.message.contains("timed out"), "{}", e.message);
+    }
+}

@@ -1,0 +1,293 @@
+//! An image as containerd holds it: resolve the manifest for this machine, check it holds
+//! exactly one runnable Wasm module, and unpack its layers into snapshots.
+
+use std::collections::HashMap;
+use std::io::Read;
+
+use containerd_client::types::Descriptor;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use wasmengine_api::image as media;
+
+use crate::containerd::{Containerd, SNAPSHOTTER};
+use crate::error::{ApiError, ApiResult};
+
+/// What the engine needs to run an image.
+#[derive(Debug, Clone)]
+pub struct ResolvedImage {
+    pub manifest_digest: String,
+    pub config_digest: String,
+    /// `Entrypoint` + `Cmd` of the image config, or the module's path.
+    pub args: Vec<String>,
+    /// `Env` of the image config.
+    pub env: Vec<String>,
+    /// Layers to unpack (empty for a Wasm artifact: the shim reads its layer from content).
+    pub layers: Vec<Descriptor>,
+    pub diff_ids: Vec<String>,
+}
+
+impl ResolvedImage {
+    /// The snapshot a function's rootfs is prepared on ("" for an empty rootfs).
+    pub fn top_chain_id(&self) -> String {
+        chain_ids(&self.diff_ids).pop().unwrap_or_default()
+    }
+}
+
+/// Reads the image `target` points at and checks it holds one runnable module.
+pub async fn resolve(ctd: &Containerd, target: &Descriptor) -> ApiResult<ResolvedImage> {
+    let mut manifest_digest = target.digest.clone();
+    let mut manifest: Value = json(&ctd.read_content(&manifest_digest).await?)?;
+    if manifest["manifests"].is_array() {
+        let (_, entry) = crate::registry::choose_platform(&manifest)?;
+        manifest_digest = entry["digest"].as_str().unwrap_or_default().to_string();
+        manifest = json(&ctd.read_content(&manifest_digest).await.map_err(|e| {
+            if e.status == 404 {
+                ApiError::unprocessable(format!(
+                    "image content for {manifest_digest} is missing (imported for another platform?)"
+                ))
+            } else {
+                e
+            }
+        })?)?;
+    }
+    let config_digest = manifest["config"]["digest"]
+        .as_str()
+        .ok_or_else(|| ApiError::unprocessable("image manifest has no config"))?
+        .to_string();
+    let config: Value = json(&ctd.read_content(&config_digest).await?)?;
+    let layers: Vec<Descriptor> = manifest["layers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|l| Descriptor {
+            media_type: l["mediaType"].as_str().unwrap_or_default().into(),
+            digest: l["digest"].as_str().unwrap_or_default().into(),
+            size: l["size"].as_i64().unwrap_or_default(),
+            annotations: HashMap::new(),
+        })
+        .collect();
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s.as_str().map(str::to_string))
+            .collect()
+    };
+    let mut args = strings(&config["config"]["Entrypoint"]);
+    args.extend(strings(&config["config"]["Cmd"]));
+    let env = strings(&config["config"]["Env"]);
+
+    let wasm_layers = layers
+        .iter()
+        .filter(|l| {
+            l.media_type == media::WASM_LAYER || l.media_type == media::WASM_COMPONENT_LAYER
+        })
+        .count();
+    if wasm_layers > 0 {
+        if wasm_layers > 1 {
+            return Err(ApiError::unprocessable(format!(
+                "image holds {wasm_layers} Wasm layers: a function runs exactly one module"
+            )));
+        }
+        if args.is_empty() {
+            args.push("/function.wasm".into());
+        }
+        return Ok(ResolvedImage {
+            manifest_digest,
+            config_digest,
+            args,
+            env,
+            layers: Vec::new(),
+            diff_ids: Vec::new(),
+        });
+    }
+
+    // Classic layout: the module is a file in the layers.
+    let diff_ids = strings(&config["rootfs"]["diff_ids"]);
+    if diff_ids.len() != layers.len() {
+        return Err(ApiError::unprocessable(
+            "image config's diff_ids do not match its layers",
+        ));
+    }
+    let mut files = Vec::new();
+    for layer in &layers {
+        let blob = ctd.read_content(&layer.digest).await?;
+        files.extend(wasm_files(&layer.media_type, &blob)?);
+    }
+    let module = match args.first() {
+        Some(first) => {
+            let path = first.split('#').next().unwrap_or_default();
+            if !files.iter().any(|f| f == path) {
+                return Err(ApiError::unprocessable(format!(
+                    "image entrypoint {path} is not a Wasm module in the image (found: {})",
+                    list(&files)
+                )));
+            }
+            path.to_string()
+        }
+        None => {
+            let at_root: Vec<&String> = files
+                .iter()
+                .filter(|f| f.matches('/').count() == 1)
+                .collect();
+            match at_root.as_slice() {
+                [one] => one.to_string(),
+                [] => {
+                    return Err(ApiError::unprocessable(
+                        "image holds no Wasm module (no entrypoint and no .wasm file at its root)",
+                    ))
+                }
+                several => {
+                    return Err(ApiError::unprocessable(format!(
+                        "image holds several Wasm modules at its root ({}) and no entrypoint to choose one",
+                        several.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                    )))
+                }
+            }
+        }
+    };
+    if args.is_empty() {
+        args.push(module);
+    }
+    Ok(ResolvedImage {
+        manifest_digest,
+        config_digest,
+        args,
+        env,
+        layers,
+        diff_ids,
+    })
+}
+
+fn list(files: &[String]) -> String {
+    if files.is_empty() {
+        "none".into()
+    } else {
+        files.join(", ")
+    }
+}
+
+fn json(bytes: &[u8]) -> ApiResult<Value> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::unprocessable(format!("image holds malformed JSON: {e}")))
+}
+
+/// Paths (absolute) of the Wasm modules (by magic number) in a tar layer.
+fn wasm_files(media_type: &str, blob: &[u8]) -> ApiResult<Vec<String>> {
+    let reader: Box<dyn Read + '_> = if blob.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::read::GzDecoder::new(blob))
+    } else if media_type.contains("tar") {
+        Box::new(blob)
+    } else {
+        return Err(ApiError::unprocessable(format!(
+            "image layer type {media_type} is neither a tar layer nor a Wasm layer"
+        )));
+    };
+    let mut archive = tar::Archive::new(reader);
+    let mut out = Vec::new();
+    let entries = archive
+        .entries()
+        .map_err(|e| ApiError::unprocessable(format!("image layer is not a tar: {e}")))?;
+    for entry in entries {
+        let mut entry =
+            entry.map_err(|e| ApiError::unprocessable(format!("image layer is not a tar: {e}")))?;
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let mut magic = [0u8; 4];
+        if entry.read_exact(&mut magic).is_ok() && &magic == b"\0asm" {
+            let path = entry
+                .path()
+                .map(|p| p.to_string_lossy().trim_start_matches("./").to_string())
+                .unwrap_or_default();
+            out.push(format!("/{}", path.trim_start_matches('/')));
+        }
+    }
+    Ok(out)
+}
+
+/// containerd's chain ids: chain[0] = diff[0], chain[i] = sha256(chain[i-1] + " " + diff[i]).
+pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(diff_ids.len());
+    for d in diff_ids {
+        let next = match out.last() {
+            None => d.clone(),
+            Some(parent) => {
+                let h = Sha256::digest(format!("{parent} {d}").as_bytes());
+                format!(
+                    "sha256:{}",
+                    h.iter().map(|b| format!("{b:02x}")).collect::<String>()
+                )
+            }
+        };
+        out.push(next);
+    }
+    out
+}
+
+/// Makes sure every layer of `image` is a committed snapshot (as `ctr image import` or
+/// containerd's own unpack would leave them), and that the image keeps them from the GC.
+pub async fn unpack(ctd: &Containerd, image: &ResolvedImage, lease: &str) -> ApiResult<()> {
+    let chain = chain_ids(&image.diff_ids);
+    let mut parent = String::new();
+    for (layer, chain_id) in image.layers.iter().zip(&chain) {
+        if !ctd.snapshot_exists(chain_id).await? {
+            let key = format!("extract-{}-{chain_id}", crate::containerd::unique());
+            let mounts = ctd.prepare_snapshot(&key, &parent, Some(lease)).await?;
+            let applied = ctd.apply_layer(layer.clone(), mounts, Some(lease)).await;
+            let committed = match applied {
+                Ok(_) => {
+                    ctd.commit_snapshot(chain_id, &key, HashMap::new(), Some(lease))
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = committed {
+                let _ = ctd.remove_snapshot(&key).await;
+                // Another deploy may have committed the same layer meanwhile.
+                if !ctd.snapshot_exists(chain_id).await? {
+                    return Err(e);
+                }
+            }
+        }
+        parent = chain_id.clone();
+    }
+    if !parent.is_empty() {
+        let mut labels = HashMap::new();
+        labels.insert(
+            format!("containerd.io/gc.ref.snapshot.{SNAPSHOTTER}"),
+            parent,
+        );
+        ctd.label_content(&image.config_digest, labels).await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_ids_follow_containerd() {
+        let a = format!("sha256:{}", "a".repeat(64));
+        let b = format!("sha256:{}", "b".repeat(64));
+        let c = chain_ids(&[a.clone(), b.clone()]);
+        assert_eq!(c[0], a);
+        let expect = Sha256::digest(format!("{a} {b}").as_bytes());
+        assert!(c[1].ends_with(&format!("{:x}", expect)));
+    }
+
+    #[test]
+    fn finds_modules_in_classic_layers() {
+        let image = wasmengine_api::image::build(
+            b"\0asm\x01\0\0\0",
+            &wasmengine_api::image::ImageSpec::classic("fn.wasm"),
+        )
+        .unwrap();
+        let layer = &image.layers[0];
+        assert_eq!(
+            wasm_files(&layer.media_type, &layer.data).unwrap(),
+            vec!["/fn.wasm"]
+        );
+    }
+}

@@ -1,0 +1,29 @@
+//! `wasm_engine`: the WasmEngine REST function API over containerd.
+//!
+//! - [`config`]: the command line (every flag also an env var).
+//! - [`embedded`]: a private containerd started when none is configured or running.
+//! - [`containerd`]: a thin, namespaced client for containerd's gRPC services.
+//! - [`reference`] and [`registry`]: image references and a client-side pull through the
+//!   registry protocol into containerd's content store.
+//! - [`image`]: reading an image back from containerd (manifest, config, module) and unpacking
+//!   its layers into snapshots.
+//! - [`functions`]: deploy, invoke, list, query, delete — functions as containers of our
+//!   runtime, with containerd as the only store of their state.
+//! - [`invoker`]: the engine side of the invocation protocol (kept-alive unix-socket
+//!   connections per function).
+//! - [`server`]: the axum router, response forms, auth and status codes; [`metrics`] the
+//!   Prometheus counters it serves.
+//! - [`image_cmd`]: `wasm_engine image build|push`.
+
+pub mod config;
+pub mod containerd;
+pub mod embedded;
+pub mod error;
+pub mod functions;
+pub mod image;
+pub mod image_cmd;
+pub mod invoker;
+pub mod metrics;
+pub mod reference;
+pub mod registry;
+pub mod server;

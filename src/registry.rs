@@ -1,0 +1,419 @@
+//! Client-side pull: fetch an image through the registry protocol (distribution v2) and write
+//! its blobs into containerd's content store, with the labels containerd's garbage collector
+//! follows, then create the image record.
+//!
+//! Loopback registries are reached over plain HTTP; others over HTTPS unless listed as
+//! insecure. Bearer-token and basic auth are supported, with credentials from the docker
+//! `config.json` when present.
+
+use std::collections::HashMap;
+
+use base64::Engine as _;
+use containerd_client::types::Descriptor;
+use reqwest::{header, StatusCode};
+use serde_json::Value;
+use wasmengine_api::image as media;
+
+use crate::containerd::Containerd;
+use crate::error::{ApiError, ApiResult};
+use crate::reference::Reference;
+
+const MANIFEST_TYPES: &[&str] = &[
+    media::OCI_INDEX,
+    media::OCI_MANIFEST,
+    media::DOCKER_MANIFEST,
+    DOCKER_MANIFEST_LIST,
+];
+const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+
+pub struct Registries {
+    http: reqwest::Client,
+    insecure: Vec<String>,
+    /// `host` → base64 `user:password`, from docker's config.json.
+    credentials: HashMap<String, String>,
+}
+
+/// One pull's view of a registry: base URL and the authorization earned so far.
+struct Session<'a> {
+    registries: &'a Registries,
+    base: String,
+    reference: &'a Reference,
+    authorization: Option<String>,
+}
+
+impl Registries {
+    pub fn new(insecure: Vec<String>) -> Registries {
+        Registries {
+            http: reqwest::Client::builder()
+                .connect_timeout(std::time::Duration::from_secs(10))
+                .build()
+                .expect("http client"),
+            insecure,
+            credentials: docker_credentials(),
+        }
+    }
+
+    fn base_url(&self, r: &Reference) -> String {
+        let plain = r.is_loopback() || self.insecure.iter().any(|h| h == &r.registry);
+        let scheme = if plain { "http" } else { "https" };
+        format!("{scheme}://{}/v2/{}", r.api_host(), r.repository)
+    }
+
+    /// Pulls `reference` into containerd under `lease` and records it as image `name`.
+    /// Returns the image's target descriptor.
+    pub async fn pull(
+        &self,
+        ctd: &Containerd,
+        reference: &Reference,
+        name: &str,
+        lease: &str,
+    ) -> ApiResult<Descriptor> {
+        let mut session = Session {
+            registries: self,
+            base: self.base_url(reference),
+            reference,
+            authorization: None,
+        };
+        let (top_type, top) = session.manifest(reference.object()).await?;
+        let top_desc = descriptor(&top_type, &top);
+        let top_json: Value = serde_json::from_slice(&top)
+            .map_err(|e| ApiError::bad_gateway(format!("registry sent a bad manifest: {e}")))?;
+        if top_type == media::OCI_INDEX || top_type == DOCKER_MANIFEST_LIST {
+            let (index, chosen) = choose_platform(&top_json)?;
+            let digest = chosen["digest"].as_str().unwrap_or_default().to_string();
+            let (mtype, manifest) = session.manifest(&digest).await?;
+            if sha256(&manifest) != digest {
+                return Err(ApiError::bad_gateway(format!(
+                    "registry sent a manifest that does not match {digest}"
+                )));
+            }
+            self.store_manifest(ctd, &mut session, &mtype, manifest, lease)
+                .await?;
+            let mut labels = HashMap::new();
+            labels.insert(format!("containerd.io/gc.ref.content.m.{index}"), digest);
+            ctd.write_content(&top_desc.digest, top, labels, lease)
+                .await?;
+        } else {
+            self.store_manifest(ctd, &mut session, &top_type, top, lease)
+                .await?;
+        }
+        ctd.put_image(name, top_desc.clone()).await?;
+        Ok(top_desc)
+    }
+
+    async fn store_manifest(
+        &self,
+        ctd: &Containerd,
+        session: &mut Session<'_>,
+        media_type: &str,
+        manifest: Vec<u8>,
+        lease: &str,
+    ) -> ApiResult<()> {
+        let m: Value = serde_json::from_slice(&manifest)
+            .map_err(|e| ApiError::bad_gateway(format!("registry sent a bad manifest: {e}")))?;
+        if media_type != media::OCI_MANIFEST && media_type != media::DOCKER_MANIFEST {
+            return Err(ApiError::unprocessable(format!(
+                "unsupported manifest type {media_type}"
+            )));
+        }
+        let mut labels = HashMap::new();
+        let config = m["config"]["digest"].as_str().unwrap_or_default();
+        let mut blobs = vec![config.to_string()];
+        labels.insert(
+            "containerd.io/gc.ref.content.config".to_string(),
+            config.to_string(),
+        );
+        for (i, l) in m["layers"].as_array().into_iter().flatten().enumerate() {
+            let d = l["digest"].as_str().unwrap_or_default().to_string();
+            labels.insert(format!("containerd.io/gc.ref.content.l.{i}"), d.clone());
+            blobs.push(d);
+        }
+        for digest in blobs {
+            if ctd.content_info(&digest).await?.is_some() {
+                continue;
+            }
+            let data = session.blob(&digest).await?;
+            ctd.write_content(&digest, data, HashMap::new(), lease)
+                .await?;
+        }
+        let digest = sha256(&manifest);
+        ctd.write_content(&digest, manifest, labels, lease).await
+    }
+}
+
+impl Session<'_> {
+    async fn manifest(&mut self, object: &str) -> ApiResult<(String, Vec<u8>)> {
+        let url = format!("{}/manifests/{object}", self.base);
+        let resp = self.get(&url, &MANIFEST_TYPES.join(", ")).await?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Err(ApiError::not_found(format!(
+                "image {} not found in the registry",
+                self.reference
+            )));
+        }
+        let resp = check(resp, self.reference)?;
+        let mtype = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| ApiError::bad_gateway(format!("registry: {e}")))?
+            .to_vec();
+        let mtype = if MANIFEST_TYPES.contains(&mtype.as_str()) {
+            mtype
+        } else {
+            // Some registries answer with a generic type: trust the document's own.
+            serde_json::from_slice::<Value>(&body)
+                .ok()
+                .and_then(|v| v["mediaType"].as_str().map(str::to_string))
+                .unwrap_or(media::OCI_MANIFEST.to_string())
+        };
+        Ok((mtype, body))
+    }
+
+    async fn blob(&mut self, digest: &str) -> ApiResult<Vec<u8>> {
+        let url = format!("{}/blobs/{digest}", self.base);
+        let resp = self.get(&url, "*/*").await?;
+        let resp = check(resp, self.reference)?;
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| ApiError::bad_gateway(format!("registry: {e}")))?
+            .to_vec();
+        if sha256(&body) != digest {
+            return Err(ApiError::bad_gateway(format!(
+                "registry sent a blob that does not match {digest}"
+            )));
+        }
+        Ok(body)
+    }
+
+    /// GET with the session's authorization, answering one auth challenge.
+    async fn get(&mut self, url: &str, accept: &str) -> ApiResult<reqwest::Response> {
+        for _ in 0..2 {
+            let mut req = self.registries.http.get(url).header(header::ACCEPT, accept);
+            if let Some(a) = &self.authorization {
+                req = req.header(header::AUTHORIZATION, a);
+            }
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| unreachable(self.reference, e))?;
+            if resp.status() != StatusCode::UNAUTHORIZED || self.authorization.is_some() {
+                return Ok(resp);
+            }
+            let challenge = resp
+                .headers()
+                .get(header::WWW_AUTHENTICATE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            self.authorization = Some(self.authorize(&challenge).await?);
+        }
+        Err(ApiError::bad_gateway(format!(
+            "registry refused access to {}",
+            self.reference
+        )))
+    }
+
+    async fn authorize(&self, challenge: &str) -> ApiResult<String> {
+        let creds = self.registries.credentials.get(&self.reference.registry);
+        let (scheme, params) = challenge.split_once(' ').unwrap_or((challenge, ""));
+        if scheme.eq_ignore_ascii_case("basic") {
+            return creds.map(|c| format!("Basic {c}")).ok_or_else(|| {
+                ApiError::bad_gateway(format!(
+                    "registry {} wants credentials (docker login)",
+                    self.reference.registry
+                ))
+            });
+        }
+        let params = parse_challenge(params);
+        let realm = params.get("realm").ok_or_else(|| {
+            ApiError::bad_gateway("registry sent an auth challenge without realm")
+        })?;
+        let mut req = self.registries.http.get(realm.as_str()).query(&[(
+            "scope",
+            format!("repository:{}:pull", self.reference.repository),
+        )]);
+        if let Some(service) = params.get("service") {
+            req = req.query(&[("service", service)]);
+        }
+        if let Some(c) = creds {
+            req = req.header(header::AUTHORIZATION, format!("Basic {c}"));
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| unreachable(self.reference, e))?;
+        if !resp.status().is_success() {
+            return Err(ApiError::bad_gateway(format!(
+                "registry token service refused: {}",
+                resp.status()
+            )));
+        }
+        let body: Value = resp
+            .json()
+            .await
+            .map_err(|e| ApiError::bad_gateway(format!("registry token: {e}")))?;
+        let token = body["token"]
+            .as_str()
+            .or(body["access_token"].as_str())
+            .ok_or_else(|| ApiError::bad_gateway("registry token service sent no token"))?;
+        Ok(format!("Bearer {token}"))
+    }
+}
+
+fn check(resp: reqwest::Response, r: &Reference) -> ApiResult<reqwest::Response> {
+    let status = resp.status();
+    if status.is_success() {
+        Ok(resp)
+    } else if status == StatusCode::NOT_FOUND {
+        Err(ApiError::not_found(format!(
+            "image {r} not found in the registry (blob missing)"
+        )))
+    } else {
+        Err(ApiError::bad_gateway(format!(
+            "registry {} refused: {status}",
+            r.registry
+        )))
+    }
+}
+
+fn unreachable(r: &Reference, e: reqwest::Error) -> ApiError {
+    ApiError::bad_gateway(format!("registry {} unreachable: {e}", r.registry))
+}
+
+/// `key="value", …` of a `WWW-Authenticate` header.
+fn parse_challenge(params: &str) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    for part in params.split(',') {
+        if let Some((k, v)) = part.split_once('=') {
+            out.insert(
+                k.trim().to_ascii_lowercase(),
+                v.trim().trim_matches('"').to_string(),
+            );
+        }
+    }
+    out
+}
+
+/// The index entry to run here: a Wasm platform first, then this machine's Linux, else the
+/// only entry.
+pub(crate) fn choose_platform(index: &Value) -> ApiResult<(usize, Value)> {
+    let entries = index["manifests"].as_array().cloned().unwrap_or_default();
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    let platform = |e: &Value| {
+        (
+            e["platform"]["os"].as_str().unwrap_or_default().to_string(),
+            e["platform"]["architecture"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        )
+    };
+    let pick = entries
+        .iter()
+        .position(|e| {
+            let (os, a) = platform(e);
+            a == "wasm" || os.starts_with("wasi")
+        })
+        .or_else(|| {
+            entries.iter().position(|e| {
+                let (os, a) = platform(e);
+                os == "linux" && a == arch
+            })
+        })
+        .or(if entries.len() == 1 { Some(0) } else { None });
+    match pick {
+        Some(i) => Ok((i, entries[i].clone())),
+        None => Err(ApiError::unprocessable(format!(
+            "image index has no manifest for wasm or linux/{arch}"
+        ))),
+    }
+}
+
+fn descriptor(media_type: &str, data: &[u8]) -> Descriptor {
+    Descriptor {
+        media_type: media_type.into(),
+        digest: sha256(data),
+        size: data.len() as i64,
+        annotations: HashMap::new(),
+    }
+}
+
+fn sha256(data: &[u8]) -> String {
+    media::sha256_digest(data)
+}
+
+/// `auths` of docker's config.json: registry host → base64 `user:password`.
+fn docker_credentials() -> HashMap<String, String> {
+    let path = std::env::var_os("DOCKER_CONFIG")
+        .map(|d| std::path::PathBuf::from(d).join("config.json"))
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(|h| std::path::PathBuf::from(h).join(".docker/config.json"))
+        });
+    let Some(config) = path
+        .and_then(|p| std::fs::read(p).ok())
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+    else {
+        return HashMap::new();
+    };
+    let mut out = HashMap::new();
+    for (host, entry) in config["auths"].as_object().into_iter().flatten() {
+        let auth = entry["auth"].as_str().map(str::to_string).or_else(|| {
+            let (u, p) = (entry["username"].as_str()?, entry["password"].as_str()?);
+            Some(base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}")))
+        });
+        if let Some(auth) = auth {
+            let host = host
+                .trim_start_matches("https://")
+                .trim_start_matches("http://")
+                .trim_end_matches("/v1/")
+                .to_string();
+            let host = if host == "index.docker.io" {
+                "docker.io".to_string()
+            } else {
+                host
+            };
+            out.insert(host, auth);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn challenge_params() {
+        let p = parse_challenge(r#"realm="https://auth.example/token",service="reg""#);
+        assert_eq!(p["realm"], "https://auth.example/token");
+        assert_eq!(p["service"], "reg");
+    }
+
+    #[test]
+    fn prefers_wasm_then_host_linux() {
+        let index = serde_json::json!({"manifests":[
+            {"digest":"a","platform":{"os":"linux","architecture":"arm64"}},
+            {"digest":"b","platform":{"os":"wasip1","architecture":"wasm"}}]});
+        assert_eq!(choose_platform(&index).unwrap().0, 1);
+        let index = serde_json::json!({"manifests":[
+            {"digest":"a","platform":{"os":"linux","architecture":"s390x"}},
+            {"digest":"b","platform":{"os":"linux","architecture":"s390x"}}]});
+        assert_eq!(choose_platform(&index).unwrap_err().status, 422);
+    }
+}

@@ -1,0 +1,227 @@
+//! The REST API: the original WasmEngine endpoints, answered in the original text form
+//! (`status code: N, message: …`) or as JSON with `Accept: application/json`, always with the
+//! real HTTP status.
+
+use std::sync::Arc;
+
+use axum::body::{to_bytes, Body};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use wasmengine_api::rest::{self, DeployRequest, FunctionNameRequest, InvokeRequest};
+
+use crate::error::{ApiError, ApiResult};
+use crate::functions::Functions;
+
+pub struct AppState {
+    pub functions: Functions,
+    pub auth_token: Option<String>,
+    pub max_body_bytes: usize,
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/function/deploy", post(deploy))
+        .route("/function/delete", post(delete))
+        .route("/function/list", get(list))
+        .route("/function/query", post(query))
+        .route("/function/invoke", post(invoke))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), authorize))
+        .with_state(state)
+}
+
+/// What a handler answers: a status, a message, and the form's extra fields.
+struct Reply {
+    json: bool,
+    body: rest::Response,
+}
+
+impl IntoResponse for Reply {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.body.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if self.json {
+            (status, axum::Json(self.body)).into_response()
+        } else {
+            (
+                status,
+                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                self.body.to_text(),
+            )
+                .into_response()
+        }
+    }
+}
+
+fn wants_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/json"))
+}
+
+fn reply(headers: &HeaderMap, status: u16, message: impl Into<String>) -> Reply {
+    Reply {
+        json: wants_json(headers),
+        body: rest::Response {
+            status,
+            message: message.into(),
+            result: None,
+            functions: None,
+            function: None,
+        },
+    }
+}
+
+fn error_reply(headers: &HeaderMap, e: ApiError) -> Reply {
+    reply(headers, e.status, e.message)
+}
+
+/// Reads and parses a JSON body, within the size limit.
+async fn body<T: DeserializeOwned>(state: &AppState, body: Body) -> ApiResult<T> {
+    let bytes = to_bytes(body, state.max_body_bytes).await.map_err(|_| {
+        ApiError::new(
+            413,
+            format!("request body over {} bytes", state.max_body_bytes),
+        )
+    })?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("malformed request body: {e}")))
+}
+
+async fn authorize(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    if let Some(token) = &state.auth_token {
+        if req.uri().path() != "/healthz" {
+            let ok = req
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()));
+            if !ok {
+                let mut r = error_reply(
+                    req.headers(),
+                    ApiError::new(401, "missing or wrong bearer token"),
+                )
+                .into_response();
+                r.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, "Bearer".parse().unwrap());
+                return r;
+            }
+        }
+    }
+    next.run(req).await
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn deploy(State(state): State<Arc<AppState>>, headers: HeaderMap, b: Body) -> Reply {
+    let req: DeployRequest = match body(&state, b).await {
+        Ok(r) => r,
+        Err(e) => return error_reply(&headers, e),
+    };
+    match state.functions.deploy(&req).await {
+        Ok(()) => reply(
+            &headers,
+            200,
+            format!("deploy function {} successfully!", req.function_name),
+        ),
+        Err(e) => error_reply(&headers, e),
+    }
+}
+
+async fn delete(State(state): State<Arc<AppState>>, headers: HeaderMap, b: Body) -> Reply {
+    let req: FunctionNameRequest = match body(&state, b).await {
+        Ok(r) => r,
+        Err(e) => return error_reply(&headers, e),
+    };
+    match state.functions.delete(&req.function_name).await {
+        Ok(()) => reply(
+            &headers,
+            200,
+            format!("delete function {} successfully!", req.function_name),
+        ),
+        Err(e) => error_reply(&headers, e),
+    }
+}
+
+async fn list(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Reply {
+    match state.functions.list().await {
+        Ok(fns) => {
+            let v = Value::Array(fns.iter().map(|f| f.summary()).collect());
+            let mut r = reply(&headers, 200, v.to_string());
+            r.body.functions = Some(v);
+            r
+        }
+        Err(e) => error_reply(&headers, e),
+    }
+}
+
+async fn query(State(state): State<Arc<AppState>>, headers: HeaderMap, b: Body) -> Reply {
+    let req: FunctionNameRequest = match body(&state, b).await {
+        Ok(r) => r,
+        Err(e) => return error_reply(&headers, e),
+    };
+    match state.functions.query(&req.function_name).await {
+        Ok(f) => {
+            let v = f.detail();
+            let mut r = reply(&headers, 200, v.to_string());
+            r.body.function = Some(v);
+            r
+        }
+        Err(e) => error_reply(&headers, e),
+    }
+}
+
+async fn invoke(State(state): State<Arc<AppState>>, headers: HeaderMap, b: Body) -> Reply {
+    let req: InvokeRequest = match body(&state, b).await {
+        Ok(r) => r,
+        Err(e) => return error_reply(&headers, e),
+    };
+    if !(req.args.is_object() || req.args.is_array() || req.args.is_null()) {
+        return error_reply(
+            &headers,
+            ApiError::bad_request("args must be an object (key/value) or an array (positional)"),
+        );
+    }
+    match state.functions.invoke(&req.function_name, &req.args).await {
+        Ok(result) => {
+            let mut r = reply(&headers, 200, result.clone());
+            r.body.result = Some(result);
+            r
+        }
+        Err(e) => error_reply(&headers, e),
+    }
+}
+
+async fn healthz(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Reply {
+    match state.functions.ctd.version().await {
+        Ok(v) => reply(&headers, 200, format!("ok (containerd {v})")),
+        Err(e) => error_reply(&headers, e),
+    }
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.functions.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn not_found(headers: HeaderMap, req: Request) -> Reply {
+    error_reply(
+        &headers,
+        ApiError::not_found(format!("no endpoint {} {}", req.method(), req.uri().path())),
+    )
+}
