@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{json, Value};
 use wasmengine_api::function::{
-    FunctionConfig, FunctionLimits, SOCKET_DIR_IN_CONTAINER, SOCKET_NAME,
+    FunctionConfig, FunctionLimits, ERROR_FILE_NAME, SOCKET_DIR_IN_CONTAINER, SOCKET_NAME,
 };
 use wasmengine_api::invoke::{ErrorCode, InvokeError};
 use wasmengine_api::rest::DeployRequest;
@@ -233,6 +233,7 @@ impl Functions {
         std::fs::create_dir_all(&dir)
             .map_err(|e| ApiError::internal(format!("create {}: {e}", dir.display())))?;
         let _ = std::fs::remove_file(dir.join(SOCKET_NAME));
+        let _ = std::fs::remove_file(dir.join(ERROR_FILE_NAME));
 
         let snapshot_key = format!("wasmengine-{name}-{}", crate::containerd::unique());
         let mounts = self
@@ -304,7 +305,9 @@ impl Functions {
             polls += 1;
             if polls.is_multiple_of(20) {
                 if let TaskState::Stopped(code) = self.ctd.task_state(name).await? {
-                    return Err(exited_before_ready(name, code));
+                    let why = std::fs::read_to_string(self.socket_dir(name).join(ERROR_FILE_NAME))
+                        .unwrap_or_default();
+                    return Err(exited_before_ready(name, code, why.trim()));
                 }
             }
             if start.elapsed() > READY_TIMEOUT {
@@ -650,11 +653,15 @@ fn labels(req: &DeployRequest, image: &ResolvedImage) -> HashMap<String, String>
 }
 
 /// A task that stopped before answering: the shim's exit codes say why.
-fn exited_before_ready(name: &str, code: u32) -> ApiError {
+fn exited_before_ready(name: &str, code: u32, why: &str) -> ApiError {
+    let why = if why.is_empty() {
+        "wrong kind, missing export, or not Wasm".to_string()
+    } else {
+        why.to_string()
+    };
     match code {
         126 => ApiError::unprocessable(format!(
-            "function {name}: the image holds no module the runtime can load as this function \
-             (wrong kind, missing export, or not Wasm); the shim exited 126"
+            "function {name}: the image holds no module the runtime can run as this function: {why}"
         )),
         _ => ApiError::internal(format!(
             "function {name} exited with status {code} before it was ready"

@@ -24,6 +24,8 @@ pub const ENV_CONCURRENCY: &str = "WASMENGINE_CONCURRENCY";
 /// Where the engine mounts a function's socket directory inside its container.
 pub const SOCKET_DIR_IN_CONTAINER: &str = "/run/wasmengine";
 pub const SOCKET_NAME: &str = "fn.sock";
+/// A serving function that cannot start writes why into this file next to its socket.
+pub const ERROR_FILE_NAME: &str = "error";
 
 /// Limits of one function; `None` means the runtime default.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -20,6 +20,7 @@ use containerd_shim_wasm::sandbox::Sandbox;
 use serde_json::Value;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::oneshot;
+use wasmengine_api::function::ERROR_FILE_NAME;
 use wasmengine_api::function::{FunctionConfig, FunctionLimits};
 use wasmengine_core::{CallError, Function, FunctionSpec, InterruptHandle, Runtime};
 
@@ -99,15 +100,30 @@ struct Job {
 
 impl Job {
     fn run(self, handle_tx: oneshot::Sender<InterruptHandle>) -> i32 {
+        let config = FunctionConfig::from_env(&self.env);
         let module = match self.module {
             Ok(m) => m,
-            Err(e) => return cannot_load(format_args!("{e:#}")),
+            Err(e) => {
+                if let Ok(Some(config)) = &config {
+                    report_to_engine(config, &format!("{e:#}"));
+                }
+                return cannot_load(format_args!("{e:#}"));
+            }
         };
-        match FunctionConfig::from_env(&self.env) {
+        match config {
             Ok(Some(config)) => serve(module, &config, &self.env, handle_tx),
             Ok(None) => command(module, &self.name, &self.func, &self.env, handle_tx),
             Err(e) => cannot_load(format_args!("{e}")),
         }
+    }
+}
+
+/// Leaves why a serving function could not start next to its socket, where the engine that
+/// waits for it reads it (the shim log is containerd's, out of the engine's reach).
+fn report_to_engine(config: &FunctionConfig, why: &str) {
+    let path = Path::new(&config.socket).with_file_name(ERROR_FILE_NAME);
+    if let Err(e) = std::fs::write(&path, why) {
+        log::warn!("write {}: {e}", path.display());
     }
 }
 
@@ -240,7 +256,10 @@ fn serve(
     };
     let function = match load(&module, &spec, concurrency, handle_tx) {
         Ok(f) => f,
-        Err(e) => return cannot_load(format_args!("{e}")),
+        Err(e) => {
+            report_to_engine(config, &e.to_string());
+            return cannot_load(format_args!("{e}"));
+        }
     };
     match server::serve(
         Arc::new(function),

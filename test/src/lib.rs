@@ -123,7 +123,9 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         let c = Containerd {
             dir,
             address,
-            namespace: "wasmengine-test".into(),
+            // Shims keep state per namespace under /run/containerd/<runtime>/ whatever the
+            // containerd: a namespace per test keeps parallel tests apart.
+            namespace: format!("wasmengine-test-{}", std::process::id()),
             child,
         };
         wait_for("containerd", Duration::from_secs(20), || {
@@ -255,6 +257,8 @@ impl Drop for Containerd {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ =
+            std::fs::remove_dir_all(Path::new("/run/containerd/wasmengine").join(&self.namespace));
         for m in self.mounts().iter().rev() {
             if let Some(point) = m.split(' ').nth(4) {
                 let c = std::ffi::CString::new(point).unwrap();
@@ -383,4 +387,226 @@ pub fn http_unix(socket: &Path, method: &str, path: &str, body: &[u8]) -> Result
 /// Waits until `cond` holds, polling; false if it did not within `timeout`.
 pub fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     wait_for("condition", timeout, &mut cond).is_ok()
+}
+
+/// The engine binary (`wasm_engine`) running against a containerd, on a free loopback port,
+/// with its own data directory.
+pub struct Engine {
+    pub addr: std::net::SocketAddr,
+    pub data_dir: tempfile::TempDir,
+    args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl Engine {
+    /// Starts the engine on `containerd` (in the test namespace); `extra` flags appended.
+    pub fn start(containerd: &Containerd, extra: &[&str]) -> Result<Engine> {
+        let mut args = vec![
+            "--containerd-address".to_string(),
+            containerd.address.display().to_string(),
+            "--namespace".to_string(),
+            containerd.namespace.clone(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Engine::start_with(args)
+    }
+
+    /// Starts the engine with exactly `args` (plus listen address and data dir).
+    pub fn start_with(args: Vec<String>) -> Result<Engine> {
+        let data_dir = tempfile::Builder::new().prefix("we-eng-").tempdir()?;
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let mut e = Engine {
+            addr,
+            data_dir,
+            args,
+            child: None,
+        };
+        e.spawn()?;
+        Ok(e)
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let binary = release_dir().join("wasm_engine");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data_dir.path().join("engine.log"))?;
+        let child = Command::new(&binary)
+            .args(&self.args)
+            .arg("--listen")
+            .arg(self.addr.to_string())
+            .arg("--data-dir")
+            .arg(self.data_dir.path())
+            .env("RUST_LOG", "wasm_engine=debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("start {} (make build)", binary.display()))?;
+        self.child = Some(child);
+        let addr = self.addr;
+        wait_for("engine", Duration::from_secs(30), || {
+            std::net::TcpStream::connect(addr).is_ok()
+        })
+        .with_context(|| format!("engine log:\n{}", self.log()))
+    }
+
+    /// The engine's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data_dir.path().join("engine.log")).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Kills the engine with SIGKILL (nothing it could clean up).
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Sends SIGTERM and waits for the engine to exit.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(40) {
+            if let Ok(Some(status)) = c.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        c.wait().ok()
+    }
+
+    /// Starts the engine again with the same flags, port and data directory.
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill9();
+        self.spawn()
+    }
+
+    /// One request; status and body text. `headers` as (name, value).
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<(u16, String)> {
+        http_tcp(self.addr, method, path, headers, body)
+    }
+
+    /// POST with a JSON body, the original text form back.
+    pub fn post(&self, path: &str, body: &serde_json::Value) -> (u16, String) {
+        self.request("POST", path, &[], body.to_string().as_bytes())
+            .unwrap_or_else(|e| panic!("POST {path}: {e:#}\nengine log:\n{}", self.log()))
+    }
+
+    /// POST with a JSON body and `Accept: application/json`.
+    pub fn post_json(&self, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+        let (status, text) = self
+            .request(
+                "POST",
+                path,
+                &[("accept", "application/json")],
+                body.to_string().as_bytes(),
+            )
+            .unwrap_or_else(|e| panic!("POST {path}: {e:#}"));
+        let v = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("POST {path}: not JSON ({e}): {text}"));
+        (status, v)
+    }
+
+    pub fn get(&self, path: &str) -> (u16, String) {
+        self.request("GET", path, &[], b"")
+            .unwrap_or_else(|e| panic!("GET {path}: {e:#}"))
+    }
+
+    /// Deploys and fails the test unless it succeeds.
+    pub fn deploy(&self, body: serde_json::Value) {
+        let (status, text) = self.post("/function/deploy", &body);
+        assert_eq!(
+            status,
+            200,
+            "deploy {body}: {text}\nengine log:\n{}",
+            self.log()
+        );
+    }
+
+    /// Invokes; status and the JSON answer.
+    pub fn invoke(&self, name: &str, args: serde_json::Value) -> (u16, serde_json::Value) {
+        self.post_json(
+            "/function/invoke",
+            &serde_json::json!({"function_name": name, "args": args}),
+        )
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// One HTTP/1.1 request over TCP (a fresh connection); status and body text.
+pub fn http_tcp(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(addr).with_context(|| format!("connect {addr}"))?;
+    conn.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    conn.write_all(head.as_bytes())?;
+    // A server may answer (413) before reading a large body: ignore a failed write then.
+    let _ = conn.write_all(body);
+    let mut raw = Vec::new();
+    let _ = conn.read_to_end(&mut raw);
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .context("no end of response head")?;
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .context("no status")?;
+    let mut body = raw[split + 4..].to_vec();
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        body = dechunk(&body);
+    }
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(line_end) = data.windows(2).position(|w| w == b"\r\n") {
+        let size = usize::from_str_radix(String::from_utf8_lossy(&data[..line_end]).trim(), 16)
+            .unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        let start = line_end + 2;
+        out.extend_from_slice(&data[start..(start + size).min(data.len())]);
+        data = &data[(start + size + 2).min(data.len())..];
+    }
+    out
 }

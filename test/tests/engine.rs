@@ -1,0 +1,535 @@
+//! The engine (`wasm_engine`) end to end: a real containerd, a real registry, our shim, and
+//! the sample functions, through the REST API.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use wasmengine_api::image::ImageSpec;
+use wasmengine_e2e::{app, core_wat, eventually, Containerd, Engine, Registry};
+
+fn setup() -> (Containerd, Engine) {
+    let c = Containerd::start().expect("containerd");
+    let e = Engine::start(&c, &[]).expect("engine");
+    (c, e)
+}
+
+fn import(c: &Containerd, name: &str, spec: &ImageSpec) -> String {
+    let reference = format!("localhost/{name}:test");
+    c.import_wasm(&app(name), spec, &reference).expect("import");
+    reference
+}
+
+fn deploy(e: &Engine, name: &str, image: &str, wasi: bool) {
+    e.deploy(json!({"function_name": name, "function_image": image, "wasi_cap": wasi}));
+}
+
+fn result(e: &Engine, name: &str, args: Value) -> String {
+    let (status, v) = e.invoke(name, args.clone());
+    assert_eq!(status, 200, "invoke {name} {args}: {v}\n{}", e.log());
+    v["result"].as_str().unwrap().to_string()
+}
+
+fn task_pid(c: &Containerd, id: &str) -> Option<String> {
+    let out = c.ctr_ok(&["task", "ls"]).ok()?;
+    out.lines()
+        .find(|l| l.split_whitespace().next() == Some(id))
+        .and_then(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            (cols.get(2) == Some(&"RUNNING")).then(|| cols[1].to_string())
+        })
+}
+
+#[test]
+fn three_kinds_both_layouts_list_query_delete() {
+    let (c, e) = setup();
+    let gcd = import(&c, "gcd", &ImageSpec::classic("gcd.wasm"));
+    let auth = import(
+        &c,
+        "authentication",
+        &ImageSpec::artifact("authentication.wasm"),
+    );
+    let auth_wasi = import(&c, "authentication-wasi", &ImageSpec::classic("auth.wasm"));
+    let fib = import(&c, "fibonacci", &ImageSpec::artifact("fibonacci.wasm"));
+    deploy(&e, "gcd", &gcd, false);
+    deploy(&e, "authentication", &auth, false);
+    deploy(&e, "authentication-wasi", &auth_wasi, true);
+    deploy(&e, "fibonacci", &fib, true);
+
+    // Numeric: array and object args, in order.
+    assert_eq!(result(&e, "gcd", json!([12, 18])), "6");
+    assert_eq!(result(&e, "gcd", json!({"a": 35, "b": 21})), "7");
+    // String ABI and WASI command: the original example.
+    let original = json!({"arg_uri": "yes", "arg_body": "yes", "arg_secret": "12345"});
+    for f in ["authentication", "authentication-wasi"] {
+        let out: Value = serde_json::from_str(&result(&e, f, original.clone())).unwrap();
+        assert_eq!(out["status"], "403", "{f}: {out}");
+        assert!(out["body"]
+            .as_str()
+            .unwrap()
+            .contains("c5187dd86a648a819f527c7a8a4f7bf4"));
+    }
+    let ok = json!({"arg_uri": "yes", "arg_body": "yes",
+                    "arg_secret": "c5187dd86a648a819f527c7a8a4f7bf4"});
+    let out: Value = serde_json::from_str(&result(&e, "authentication", ok)).unwrap();
+    assert_eq!(out["status"], "200");
+    // Positional ("keyless") args for a WASI command.
+    assert_eq!(result(&e, "fibonacci", json!(["30"])), "832040");
+
+    // The original text form by default.
+    let (status, text) = e.post(
+        "/function/invoke",
+        &json!({"function_name": "gcd", "args": [8, 12]}),
+    );
+    assert_eq!(
+        (status, text.as_str()),
+        (200, "status code: 200, message: 4")
+    );
+
+    // list: the original fields, from containerd.
+    let (status, list) = e.get("/function/list");
+    assert_eq!(status, 200, "{list}");
+    let (_, list) = e
+        .request(
+            "GET",
+            "/function/list",
+            &[("accept", "application/json")],
+            b"",
+        )
+        .unwrap();
+    let list: Value = serde_json::from_str(&list).unwrap();
+    let names: Vec<&str> = list["functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["func_name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["authentication", "authentication-wasi", "fibonacci", "gcd"]
+    );
+    let gcd_entry = &list["functions"][3];
+    assert_eq!(gcd_entry["func_image_name"], gcd);
+    assert_eq!(gcd_entry["wasi_cap"], false);
+
+    // query: the original fields and containerd's.
+    let (status, q) = e.post_json("/function/query", &json!({"function_name": "fibonacci"}));
+    assert_eq!(status, 200, "{q}");
+    let f = &q["function"];
+    assert_eq!(f["wasi_cap"], true);
+    assert_eq!(f["status"], "running");
+    assert!(f["image_digest"].as_str().unwrap().starts_with("sha256:"));
+    assert!(f["created"].as_str().unwrap().ends_with('Z'));
+
+    // Functions are containers of our runtime in containerd.
+    let containers = c.ctr_ok(&["container", "ls"]).unwrap();
+    assert!(
+        containers.contains("io.containerd.wasmengine.v1"),
+        "{containers}"
+    );
+
+    // delete: task, container and snapshot go.
+    let info = c.ctr_ok(&["container", "info", "gcd"]).unwrap();
+    let info: Value = serde_json::from_str(&info).unwrap();
+    let snapshot = info["SnapshotKey"].as_str().unwrap().to_string();
+    let (status, text) = e.post("/function/delete", &json!({"function_name": "gcd"}));
+    assert_eq!(
+        (status, text.as_str()),
+        (
+            200,
+            "status code: 200, message: delete function gcd successfully!"
+        )
+    );
+    let containers = c.ctr_ok(&["container", "ls", "-q"]).unwrap();
+    assert!(!containers.lines().any(|l| l == "gcd"), "{containers}");
+    assert!(task_pid(&c, "gcd").is_none());
+    let snapshots = c.ctr_ok(&["snapshot", "ls"]).unwrap();
+    assert!(!snapshots.contains(&snapshot), "{snapshots}");
+    let (status, _) = e.invoke("gcd", json!([1, 2]));
+    assert_eq!(status, 404);
+    // The name is free again.
+    deploy(&e, "gcd", &gcd, false);
+    assert_eq!(result(&e, "gcd", json!([9, 6])), "3");
+}
+
+#[test]
+fn error_statuses() {
+    let (c, e) = setup();
+    let gcd = import(&c, "gcd", &ImageSpec::classic("gcd.wasm"));
+    let hello = import(&c, "hello", &ImageSpec::artifact("hello.wasm"));
+    let fib = import(&c, "fibonacci", &ImageSpec::classic("fibonacci.wasm"));
+    deploy(&e, "gcd", &gcd, false);
+    deploy(&e, "fibonacci", &fib, true);
+
+    let status = |path: &str, body: &[u8]| e.request("POST", path, &[], body).unwrap();
+    // 400: malformed JSON, a missing field, a bad name, a bad reference, bad args.
+    assert_eq!(status("/function/deploy", b"{\"function_name\":").0, 400);
+    let (s, text) = status(
+        "/function/deploy",
+        br#"{"function_name":"x","wasi_cap":true}"#,
+    );
+    assert_eq!(s, 400);
+    assert!(text.contains("function_image"), "{text}");
+    let (s, text) = e.post(
+        "/function/deploy",
+        &json!({"function_name": "Bad.Name", "function_image": gcd, "wasi_cap": false}),
+    );
+    assert_eq!(s, 400, "{text}");
+    let (s, _) = e.post(
+        "/function/deploy",
+        &json!({"function_name": "x", "function_image": "UPPER/case::", "wasi_cap": false}),
+    );
+    assert_eq!(s, 400);
+    let (s, v) = e.invoke("gcd", json!(["twelve", 18]));
+    assert_eq!(s, 400, "{v}");
+    let (s, _) = e.invoke("gcd", json!("not an object or array"));
+    assert_eq!(s, 400);
+
+    // 404: unknown function for each endpoint; image in no registry.
+    for path in ["/function/invoke", "/function/query", "/function/delete"] {
+        let (s, text) = e.post(path, &json!({"function_name": "nope", "args": {}}));
+        assert_eq!(s, 404, "{path}: {text}");
+    }
+    let reg = Registry::start().unwrap();
+    let (s, text) = e.post(
+        "/function/deploy",
+        &json!({"function_name": "x", "function_image": format!("{}/missing:v1", reg.host()),
+                "wasi_cap": false}),
+    );
+    assert_eq!(s, 404, "{text}");
+
+    // 409: the name is taken.
+    let (s, _) = e.post(
+        "/function/deploy",
+        &json!({"function_name": "gcd", "function_image": gcd, "wasi_cap": false}),
+    );
+    assert_eq!(s, 409);
+
+    // 413: a body over the limit.
+    let big = format!(
+        r#"{{"function_name":"gcd","args":["{}"]}}"#,
+        "x".repeat(2 << 20)
+    );
+    assert_eq!(status("/function/invoke", big.as_bytes()).0, 413);
+
+    // 422: no runnable module: an entrypoint naming no module; a module of the wrong kind
+    // (a WASI command deployed as a string-ABI function).
+    let bad_entry = "localhost/bad-entry:test";
+    let mut spec = ImageSpec::classic("hello.wasm");
+    spec.entrypoint = Some(vec!["/missing.wasm".into()]);
+    c.import_wasm(&app("hello"), &spec, bad_entry).unwrap();
+    let (s, text) = e.post(
+        "/function/deploy",
+        &json!({"function_name": "bad-entry", "function_image": bad_entry, "wasi_cap": true}),
+    );
+    assert_eq!(s, 422, "{text}");
+    let (s, text) = e.post(
+        "/function/deploy",
+        &json!({"function_name": "wrong-kind", "function_image": hello, "wasi_cap": false}),
+    );
+    assert_eq!(s, 422, "{text}");
+    assert!(
+        text.contains("wrong-kind"),
+        "the shim's reason reaches the caller: {text}"
+    );
+    // A failed deploy leaves nothing behind.
+    let containers = c.ctr_ok(&["container", "ls", "-q"]).unwrap();
+    assert!(!containers.contains("wrong-kind") && !containers.contains("bad-entry"));
+    let leases = c.ctr_ok(&["leases", "ls"]).unwrap();
+    assert_eq!(leases.lines().count(), 1, "leases left: {leases}");
+
+    // 500: a WASI command exiting non-zero, with its stderr.
+    let (s, v) = e.invoke("fibonacci", json!(["abc"]));
+    assert_eq!(s, 500, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("exit"), "{v}");
+
+    // 502: a registry nobody listens on.
+    let port = wasmengine_e2e::free_port();
+    let (s, text) = e.post(
+        "/function/deploy",
+        &json!({"function_name": "x", "function_image": format!("127.0.0.1:{port}/x:v1"),
+                "wasi_cap": false}),
+    );
+    assert_eq!(s, 502, "{text}");
+
+    // The engine still serves, and nothing deployed was lost.
+    assert_eq!(result(&e, "gcd", json!([12, 18])), "6");
+    assert_eq!(e.get("/healthz").0, 200);
+    // 404 for an unknown path, in our form.
+    let (s, text) = e.get("/nowhere");
+    assert_eq!(s, 404);
+    assert!(text.starts_with("status code: 404"), "{text}");
+}
+
+#[test]
+fn limits_give_their_status_and_fail_alone() {
+    let (c, e) = setup();
+    let numbers = "localhost/numbers:test";
+    c.import_wasm(
+        &core_wat("numbers"),
+        &ImageSpec::artifact("numbers.wasm"),
+        numbers,
+    )
+    .unwrap();
+    e.deploy(
+        json!({"function_name": "spin", "function_image": numbers, "wasi_cap": false,
+                     "export": "spin", "timeout_ms": 200}),
+    );
+    e.deploy(
+        json!({"function_name": "grow", "function_image": numbers, "wasi_cap": false,
+                     "export": "grow", "memory_limit_mb": 2}),
+    );
+    e.deploy(json!({"function_name": "gcd", "function_image": numbers, "wasi_cap": false}));
+    let start = std::time::Instant::now();
+    let (s, v) = e.invoke("spin", json!([]));
+    assert_eq!(s, 504, "{v}");
+    assert!(start.elapsed() < Duration::from_secs(5));
+    let (s, v) = e.invoke("grow", json!([]));
+    assert_eq!(s, 500, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("memory"), "{v}");
+    assert_eq!(result(&e, "gcd", json!([12, 18])), "6");
+    // The metrics saw them.
+    let (_, metrics) = e.get("/metrics");
+    assert!(
+        metrics.contains(r#"wasmengine_invocation_errors_total{function="spin",kind="timeout"} 1"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"wasmengine_invocations_total{function="gcd"} 1"#));
+}
+
+#[test]
+fn pull_from_registry_both_layouts_and_media_types() {
+    let c = Containerd::start().unwrap();
+    let e = Engine::start(&c, &[]).unwrap();
+    let reg = Registry::start().unwrap();
+    let classic = reg
+        .push_wasm(
+            &app("gcd"),
+            &ImageSpec::classic("gcd.wasm"),
+            "gcd:v1",
+            false,
+        )
+        .unwrap();
+    let docker = reg
+        .push_wasm(
+            &app("gcd"),
+            &ImageSpec::classic("gcd.wasm"),
+            "gcd-docker:v1",
+            true,
+        )
+        .unwrap();
+    let artifact = reg
+        .push_wasm(
+            &app("hello"),
+            &ImageSpec::artifact("hello.wasm"),
+            "hello:v1",
+            false,
+        )
+        .unwrap();
+    deploy(&e, "gcd", &classic, false);
+    e.deploy(
+        json!({"function_name": "gcd-docker", "function_image": docker,
+                     "wasi_cap": false, "export": "gcd"}),
+    );
+    deploy(&e, "hello", &artifact, true);
+    assert_eq!(result(&e, "gcd", json!([12, 18])), "6");
+    assert_eq!(result(&e, "gcd-docker", json!([12, 18])), "6");
+    assert_eq!(result(&e, "hello", json!({})), "Hello, world!");
+    // The pulled image is containerd's now.
+    let images = c.ctr_ok(&["image", "ls", "-q"]).unwrap();
+    assert!(images.contains(&classic), "{images}");
+
+    // `wasm_engine image build` + `push`, then deploy from the registry.
+    let engine = wasmengine_e2e::release_dir().join("wasm_engine");
+    let store = tempfile::tempdir().unwrap();
+    let file = store.path().join("echo.wasm");
+    std::fs::write(&file, app("echo-string")).unwrap();
+    let reference = format!("{}/echo-string:v1", reg.host());
+    for args in [
+        vec![
+            "image",
+            "build",
+            file.to_str().unwrap(),
+            "-t",
+            &reference,
+            "--artifact",
+        ],
+        vec!["image", "push", &reference],
+    ] {
+        let out = std::process::Command::new(&engine)
+            .args(&args)
+            .arg("--data-dir")
+            .arg(store.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    e.deploy(
+        json!({"function_name": "echo-string", "function_image": reference,
+                     "wasi_cap": false}),
+    );
+    assert_eq!(result(&e, "echo-string", json!({"k": "v"})), r#"{"k":"v"}"#);
+}
+
+#[test]
+fn functions_survive_engine_restart_and_dead_tasks_restart() {
+    let (c, mut e) = setup();
+    let gcd = import(&c, "gcd", &ImageSpec::classic("gcd.wasm"));
+    deploy(&e, "gcd", &gcd, false);
+    assert_eq!(result(&e, "gcd", json!([12, 18])), "6");
+
+    e.restart().unwrap(); // SIGKILL, then start again
+    let (_, list) = e.get("/function/list");
+    assert!(list.contains(r#""func_name":"gcd""#), "{list}");
+    assert_eq!(result(&e, "gcd", json!([12, 18])), "6");
+
+    // A task killed behind the engine's back is restarted on the next invoke.
+    let before = task_pid(&c, "gcd").expect("task running");
+    c.ctr_ok(&["task", "kill", "-s", "SIGKILL", "gcd"]).unwrap();
+    assert!(eventually(Duration::from_secs(10), || task_pid(&c, "gcd").is_none()));
+    assert_eq!(result(&e, "gcd", json!([12, 18])), "6");
+    let after = task_pid(&c, "gcd").expect("task restarted");
+    assert_ne!(before, after);
+    assert!(e.log().contains("restarting it"), "{}", e.log());
+}
+
+#[test]
+fn concurrent_invokes_and_deploys() {
+    let (c, e) = setup();
+    let gcd = import(&c, "gcd", &ImageSpec::classic("gcd.wasm"));
+    let auth = import(
+        &c,
+        "authentication",
+        &ImageSpec::classic("authentication.wasm"),
+    );
+    deploy(&e, "authentication", &auth, false);
+
+    // Concurrent deploys of one name: exactly one wins, the others get 409.
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(|| {
+                    e.post(
+                        "/function/deploy",
+                        &json!({"function_name": "gcd", "function_image": gcd,
+                                "wasi_cap": false}),
+                    )
+                    .0
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 409).count(),
+        3,
+        "{statuses:?}"
+    );
+
+    // 64 callers in flight, each checking its own answers.
+    let failures: usize = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..64u32)
+            .map(|i| {
+                let e = &e;
+                s.spawn(move || {
+                    let mut bad = 0;
+                    for j in 0..10u32 {
+                        let (a, b) = (6 * (i + 1), 4 * (j + 1));
+                        let want = gcd_of(a, b).to_string();
+                        let (status, v) = if j % 2 == 0 {
+                            e.invoke("gcd", json!([a, b]))
+                        } else {
+                            let secret = format!("s{i}-{j}");
+                            let (s, v) = e.invoke(
+                                "authentication",
+                                json!({"arg_uri": "u", "arg_body": "b", "arg_secret": secret}),
+                            );
+                            let ok = v["result"].as_str().is_some_and(|r| r.contains("403"));
+                            (if ok { s } else { 0 }, json!({"result": want.clone()}))
+                        };
+                        if status != 200 || v["result"] != want.as_str() {
+                            bad += 1;
+                        }
+                    }
+                    bad
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).sum()
+    });
+    assert_eq!(failures, 0);
+}
+
+fn gcd_of(mut a: u32, mut b: u32) -> u32 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
+#[test]
+fn auth_token_and_unreachable_containerd() {
+    let c = Containerd::start().unwrap();
+    let e = Engine::start(&c, &["--auth-token", "s3cret"]).unwrap();
+    let (s, _) = e.get("/function/list");
+    assert_eq!(s, 401);
+    let (s, _) = e
+        .request(
+            "GET",
+            "/function/list",
+            &[("authorization", "Bearer wrong")],
+            b"",
+        )
+        .unwrap();
+    assert_eq!(s, 401);
+    let (s, _) = e
+        .request(
+            "GET",
+            "/function/list",
+            &[("authorization", "Bearer s3cret")],
+            b"",
+        )
+        .unwrap();
+    assert_eq!(s, 200);
+
+    // No containerd at all: 503, and the engine keeps serving.
+    let gone = tempfile::tempdir().unwrap();
+    let sock = gone.path().join("nothing.sock");
+    let e = Engine::start_with(vec![
+        "--containerd-address".into(),
+        sock.display().to_string(),
+    ])
+    .unwrap();
+    assert_eq!(e.get("/healthz").0, 503);
+    let (s, text) = e.get("/function/list");
+    assert_eq!(s, 503, "{text}");
+    let (s, _) = e.post(
+        "/function/deploy",
+        &json!({"function_name": "x", "function_image": "localhost/x:v1", "wasi_cap": true}),
+    );
+    assert_eq!(s, 503);
+    assert_eq!(e.get("/healthz").0, 503);
+}
+
+#[test]
+fn non_loopback_listen_needs_a_token() {
+    let out = std::process::Command::new(wasmengine_e2e::release_dir().join("wasm_engine"))
+        .args([
+            "--listen",
+            "0.0.0.0:0",
+            "--containerd-address",
+            "/nonexistent",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--auth-token"));
+}
