@@ -4,7 +4,7 @@ PREFIX  ?= /usr/local
 APPS    := build/apps
 RELEASE := target/release
 
-.PHONY: all deps build apps test bench install clean
+.PHONY: all deps build apps images run test bench bench-shim bench-api install clean
 
 all: build
 
@@ -19,6 +19,15 @@ apps:
 	experiments/build.sh $(APPS)
 	test/fixtures/build.sh build/fixtures
 
+# The samples as OCI image archives (classic and artifact layouts) for `ctr image import`.
+images: apps build
+	scripts/images.sh $(APPS) build/images
+
+# Sets up this machine (apt), builds, and starts the engine with the embedded containerd,
+# the samples imported as localhost/<name>:latest.
+run: deps apps build
+	scripts/run.sh
+
 test: apps build
 	$(CARGO) nextest run --release --workspace --no-fail-fast
 
@@ -26,9 +35,20 @@ test: apps build
 bench: apps
 	$(CARGO) bench -p wasmengine-core --bench calls
 
+# `ctr run` of a WASI hello image vs a runc container, and function-server round trips.
+bench-shim: apps build
+	scripts/bench-shim.sh
+
+# wrk against /function/invoke, and deploy → first result.
+bench-api: apps build
+	scripts/bench-api.sh
+
+# CONTAINERD_CONFIG=/etc/containerd/config.toml also registers the CRI runtime there.
 install: build
 	install -D -m 0755 $(RELEASE)/containerd-shim-wasmengine-v1 $(PREFIX)/bin/containerd-shim-wasmengine-v1
 	install -D -m 0755 $(RELEASE)/wasm_engine $(PREFIX)/bin/wasm_engine
+	@if [ -n "$(CONTAINERD_CONFIG)" ]; then scripts/containerd-config.sh --write "$(CONTAINERD_CONFIG)"; \
+	else scripts/containerd-config.sh; fi
 
 clean:
 	$(CARGO) clean

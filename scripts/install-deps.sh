@@ -13,7 +13,7 @@ packages=(
   # a local OCI registry for tests, and image tools
   docker-registry skopeo
   # benchmarks
-  wrk hyperfine
+  wrk hyperfine busybox-static
   curl jq
 )
 

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# `make bench-api`: the engine with a private containerd; wrk against /function/invoke for a
+# string-ABI function (authentication) and a WASI one (authentication-wasi): 1 connection
+# (latency p50/p99) and 64 connections (req/s), DURATION each; then deploy → first result
+# for an image containerd already holds (median of 5).
+# Env: DURATION (default 10s).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION="${DURATION:-10s}"
+release="$PWD/target/release"
+dir="$(mktemp -d /tmp/we-bench-api-XXXX)"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+url="http://127.0.0.1:$port"
+"$release/wasm_engine" --embedded-containerd --data-dir "$dir" --listen "127.0.0.1:$port" \
+  --namespace bench >"$dir/engine.log" 2>&1 &
+epid=$!
+cleanup() {
+  for f in $(curl -s -H 'accept: application/json' "$url/function/list" | jq -r '.functions[]?.func_name'); do
+    curl -s -XPOST "$url/function/delete" -d "{\"function_name\":\"$f\"}" >/dev/null || true
+  done
+  kill -TERM "$epid" 2>/dev/null || true
+  wait "$epid" 2>/dev/null || true
+  rm -rf /run/containerd/wasmengine/bench "$dir"
+}
+trap cleanup EXIT
+for _ in $(seq 1 300); do curl -sf "$url/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+for name in authentication authentication-wasi; do
+  "$release/wasm_engine" image build "build/apps/$name.wasm" -t "localhost/$name:bench" \
+    --data-dir "$dir/store" --import --containerd-address "$dir/containerd/containerd.sock" \
+    --namespace bench >/dev/null
+done
+curl -sf -XPOST "$url/function/deploy" \
+  -d '{"function_name":"authentication","function_image":"localhost/authentication:bench","wasi_cap":false}' >/dev/null
+curl -sf -XPOST "$url/function/deploy" \
+  -d '{"function_name":"authentication-wasi","function_image":"localhost/authentication-wasi:bench","wasi_cap":true}' >/dev/null
+
+for fn in authentication authentication-wasi; do
+  cat >"$dir/$fn.lua" <<LUA
+wrk.method = "POST"
+wrk.body = '{"function_name":"$fn","args":{"arg_uri":"yes","arg_body":"yes","arg_secret":"12345"}}'
+wrk.headers["Content-Type"] = "application/json"
+LUA
+  curl -sf -XPOST "$url/function/invoke" --data @<(sed -n "s/^wrk.body = '\(.*\)'$/\1/p" "$dir/$fn.lua") | head -c 120; echo
+  echo "== $fn: 1 connection, $DURATION"
+  wrk -t1 -c1 -d"$DURATION" --latency -s "$dir/$fn.lua" "$url/function/invoke" \
+    | grep -E "^\s+(50|99)%|Requests/sec|Non-2xx"
+  echo "== $fn: 64 connections, $DURATION"
+  wrk -t2 -c64 -d"$DURATION" --latency -s "$dir/$fn.lua" "$url/function/invoke" \
+    | grep -E "^\s+(50|99)%|Requests/sec|Non-2xx"
+done
+
+echo "== deploy -> first result (image already in containerd), 5 runs"
+times=()
+for i in 1 2 3 4 5; do
+  start=$(date +%s%N)
+  curl -sf -XPOST "$url/function/deploy" \
+    -d "{\"function_name\":\"cold$i\",\"function_image\":\"localhost/authentication:bench\",\"wasi_cap\":false,\"export\":\"authentication\"}" >/dev/null
+  curl -sf -XPOST "$url/function/invoke" \
+    -d "{\"function_name\":\"cold$i\",\"args\":{\"arg_uri\":\"a\",\"arg_body\":\"b\",\"arg_secret\":\"c\"}}" >/dev/null
+  end=$(date +%s%N)
+  times+=($(( (end - start) / 1000 )))
+done
+printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {printf "deploy -> first result: median %.1f ms (min %.1f, max %.1f)\n", a[3]/1000, a[1]/1000, a[5]/1000}'
