@@ -334,6 +334,18 @@ fn pull_from_registry_both_layouts_and_media_types() {
     assert_eq!(result(&e, "gcd", json!([12, 18])), "6");
     assert_eq!(result(&e, "gcd-docker", json!([12, 18])), "6");
     assert_eq!(result(&e, "hello", json!({})), "Hello, world!");
+    // A second container of the artifact image starts from the precompiled module the shim
+    // left in containerd's content store.
+    deploy(&e, "hello-again", &artifact, true);
+    assert_eq!(result(&e, "hello-again", json!({})), "Hello, world!");
+    let log = c.log();
+    let loads: Vec<&str> = log.lines().filter(|l| l.contains("loaded hello")).collect();
+    assert!(
+        loads
+            .iter()
+            .any(|l| l.contains("instance=\"hello-again\"") && l.contains("precompiled")),
+        "second start should load the precompiled module: {loads:#?}"
+    );
     // The pulled image is containerd's now.
     let images = c.ctr_ok(&["image", "ls", "-q"]).unwrap();
     assert!(images.contains(&classic), "{images}");

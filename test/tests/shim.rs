@@ -411,3 +411,30 @@ fn serve_mode_applies_per_call_limits() {
             .any(|l| l.starts_with("spin-fn") && l.contains("STOPPED"))
     }));
 }
+
+#[test]
+fn images_pulled_from_a_registry_with_ctr_run() {
+    let c = Containerd::start().unwrap();
+    let reg = Registry::start().unwrap();
+    for (tag, v2s2) in [("oci", false), ("docker", true)] {
+        let reference = reg
+            .push_wasm(
+                &fixture("probe"),
+                &ImageSpec::classic("probe.wasm"),
+                &format!("probe:{tag}"),
+                v2s2,
+            )
+            .unwrap();
+        c.ctr_ok(&["image", "pull", "--plain-http", &reference])
+            .unwrap();
+        let (code, out, err) = run(
+            &c,
+            &reference,
+            &format!("pulled-{tag}"),
+            &[],
+            &["exit", "3"],
+        );
+        assert_eq!(code, 3, "{tag}: {out}{err}\n{}", c.log());
+        assert!(out.contains("exiting 3"), "{out}");
+    }
+}
