@@ -15,7 +15,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{json, Value};
 use wasmengine_api::function::{
-    FunctionConfig, FunctionLimits, ERROR_FILE_NAME, SOCKET_DIR_IN_CONTAINER, SOCKET_NAME,
+    FunctionConfig, FunctionLimits, CACHE_DIR_IN_CONTAINER, ERROR_FILE_NAME,
+    SOCKET_DIR_IN_CONTAINER, SOCKET_NAME,
 };
 use wasmengine_api::invoke::{ErrorCode, InvokeError};
 use wasmengine_api::rest::DeployRequest;
@@ -57,6 +58,8 @@ pub struct Functions {
     pub ctd: Containerd,
     registries: Registries,
     socket_root: PathBuf,
+    /// Precompiled modules shared by all functions (mounted into each container).
+    cache_dir: PathBuf,
     defaults: FunctionDefaults,
     pub metrics: Arc<Metrics>,
     handles: Mutex<HashMap<String, Arc<Handle>>>,
@@ -144,6 +147,7 @@ impl Functions {
             ctd,
             registries,
             socket_root: data_dir.join("fn"),
+            cache_dir: data_dir.join("cache"),
             defaults,
             metrics,
             handles: Mutex::new(HashMap::new()),
@@ -229,6 +233,8 @@ impl Functions {
         let image = image::resolve(&self.ctd, &target).await?;
         image::unpack(&self.ctd, &image, lease).await?;
 
+        std::fs::create_dir_all(&self.cache_dir)
+            .map_err(|e| ApiError::internal(format!("create {}: {e}", self.cache_dir.display())))?;
         let dir = self.socket_dir(name);
         std::fs::create_dir_all(&dir)
             .map_err(|e| ApiError::internal(format!("create {}: {e}", dir.display())))?;
@@ -293,13 +299,15 @@ impl Functions {
         name: &str,
         mounts: Vec<containerd_client::types::Mount>,
     ) -> ApiResult<()> {
+        let start = Instant::now();
         self.ctd.create_task(name, mounts).await?;
+        tracing::debug!("{name}: task created in {:?}", start.elapsed());
         self.ctd.start_task(name).await?;
         let invoker = Invoker::new(&self.socket_dir(name).join(SOCKET_NAME));
-        let start = Instant::now();
         let mut polls = 0u32;
         loop {
             if invoker.ready().await {
+                tracing::debug!("{name}: ready {:?} after task creation", start.elapsed());
                 return Ok(());
             }
             polls += 1;
@@ -538,6 +546,7 @@ impl Functions {
             socket: format!("{SOCKET_DIR_IN_CONTAINER}/{SOCKET_NAME}"),
             limits: req.limits.clone(),
             concurrency: Some(self.defaults.concurrency),
+            cache_dir: Some(CACHE_DIR_IN_CONTAINER.to_string()),
         };
         let mut env: BTreeMap<String, String> = BTreeMap::new();
         env.insert(
@@ -590,7 +599,9 @@ impl Functions {
                 {"destination": "/run", "type": "tmpfs", "source": "tmpfs",
                  "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
                 {"destination": SOCKET_DIR_IN_CONTAINER, "type": "bind",
-                 "source": socket_dir.display().to_string(), "options": ["rbind", "rw"]}
+                 "source": socket_dir.display().to_string(), "options": ["rbind", "rw"]},
+                {"destination": CACHE_DIR_IN_CONTAINER, "type": "bind",
+                 "source": self.cache_dir.display().to_string(), "options": ["rbind", "rw"]}
             ],
             "linux": {
                 "resources": {

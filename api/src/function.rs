@@ -20,6 +20,11 @@ pub const ENV_FUEL: &str = "WASMENGINE_FUEL";
 pub const ENV_MAX_OUTPUT_BYTES: &str = "WASMENGINE_MAX_OUTPUT_BYTES";
 /// Calls served at once; more wait.
 pub const ENV_CONCURRENCY: &str = "WASMENGINE_CONCURRENCY";
+/// A directory (inside the container) of precompiled modules shared by functions: a module
+/// compiled once starts from its `.cwasm` in every later container.
+pub const ENV_CACHE_DIR: &str = "WASMENGINE_CACHE_DIR";
+/// Where the engine mounts its module cache in function containers.
+pub const CACHE_DIR_IN_CONTAINER: &str = "/run/wasmengine-cache";
 
 /// Where the engine mounts a function's socket directory inside its container.
 pub const SOCKET_DIR_IN_CONTAINER: &str = "/run/wasmengine";
@@ -49,6 +54,7 @@ pub struct FunctionConfig {
     pub socket: String,
     pub limits: FunctionLimits,
     pub concurrency: Option<u32>,
+    pub cache_dir: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -127,6 +133,7 @@ impl FunctionConfig {
             self.limits.max_output_bytes.map(|v| v.to_string()),
         );
         put(ENV_CONCURRENCY, self.concurrency.map(|v| v.to_string()));
+        put(ENV_CACHE_DIR, self.cache_dir.clone());
         env
     }
 
@@ -156,6 +163,7 @@ impl FunctionConfig {
             socket: get(ENV_SOCKET).ok_or(ConfigError::Missing(ENV_SOCKET))?,
             limits: FunctionLimits::from_env(env)?,
             concurrency: num(ENV_CONCURRENCY, get_env(env, ENV_CONCURRENCY))?,
+            cache_dir: get(ENV_CACHE_DIR).filter(|d| !d.is_empty()),
         }))
     }
 }

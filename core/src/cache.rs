@@ -118,10 +118,17 @@ fn read_artifact(engine: &Engine, path: &Path) -> Option<Module> {
 fn write_artifact(module: &Module, path: &Path) -> anyhow::Result<()> {
     let dir = path.parent().expect("cache path has a directory");
     std::fs::create_dir_all(dir)?;
+    // Unique per writer: processes in different containers can share a cache directory and
+    // all be PID 1.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
     let tmp = dir.join(format!(
-        ".{}.{}.tmp",
+        ".{}.{}.{nanos}.{:?}.tmp",
         path.file_name().unwrap().to_string_lossy(),
-        std::process::id()
+        std::process::id(),
+        std::thread::current().id()
     ));
     std::fs::write(&tmp, module.serialize()?)?;
     std::fs::rename(&tmp, path)?;

@@ -138,11 +138,13 @@ fn load(
     module: &Module,
     spec: &FunctionSpec,
     instances: u32,
+    cache_dir: Option<&str>,
     handle_tx: oneshot::Sender<InterruptHandle>,
 ) -> Result<Function, String> {
     let fuel = spec.limits.as_ref().is_some_and(|l| l.fuel.is_some());
-    let runtime = Runtime::new(settings::engine_config(fuel, instances))
-        .map_err(|e| format!("cannot create the engine: {e:#}"))?;
+    let mut config = settings::engine_config(fuel, instances);
+    config.cache_dir = cache_dir.map(std::path::PathBuf::from);
+    let runtime = Runtime::new(config).map_err(|e| format!("cannot create the engine: {e:#}"))?;
     let _ = handle_tx.send(runtime.interrupt_handle());
     let loaded = if module.precompiled {
         // SAFETY: precompiled layers come from containerd's content store, written there
@@ -166,7 +168,10 @@ fn load(
         if module.precompiled {
             "precompiled"
         } else {
-            "compiled now"
+            match function.load_source() {
+                wasmengine_core::LoadSource::Compiled => "compiled now",
+                _ => "from the module cache",
+            }
         }
     );
     Ok(function)
@@ -193,7 +198,7 @@ fn command(
         limits: Some(limits),
         env: settings::module_env(env),
     };
-    let function = match load(&module, &spec, 1, handle_tx) {
+    let function = match load(&module, &spec, 1, None, handle_tx) {
         Ok(f) => f,
         Err(e) => return cannot_load(format_args!("{e}")),
     };
@@ -254,7 +259,13 @@ fn serve(
         )),
         env: settings::module_env(env),
     };
-    let function = match load(&module, &spec, concurrency, handle_tx) {
+    let function = match load(
+        &module,
+        &spec,
+        concurrency,
+        config.cache_dir.as_deref(),
+        handle_tx,
+    ) {
         Ok(f) => f,
         Err(e) => {
             report_to_engine(config, &e.to_string());

@@ -18,7 +18,8 @@ pub fn engine_config(fuel: bool, instances: u32) -> EngineConfig {
     EngineConfig {
         fuel,
         pool_instances: instances.max(1),
-        // Caching is containerd's content store's job here, not a directory's.
+        // Artifact layers are cached in containerd's content store; a serving container may
+        // add a directory for the rest (see `wasmengine_api::function::ENV_CACHE_DIR`).
         cache_dir: None,
         ..EngineConfig::default()
     }

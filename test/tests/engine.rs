@@ -149,6 +149,15 @@ fn three_kinds_both_layouts_list_query_delete() {
     // The name is free again.
     deploy(&e, "gcd", &gcd, false);
     assert_eq!(result(&e, "gcd", json!([9, 6])), "3");
+    // The second container of a classic image loads the module the first one compiled.
+    let log = c.log();
+    let loads: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("loaded gcd from"))
+        .collect();
+    assert_eq!(loads.len(), 2, "{loads:#?}");
+    assert!(loads[0].contains("compiled now"), "{}", loads[0]);
+    assert!(loads[1].contains("from the module cache"), "{}", loads[1]);
 }
 
 #[test]
