@@ -186,6 +186,7 @@ mod tests {
                 max_output_bytes: Some(4096),
             },
             concurrency: Some(8),
+            cache_dir: Some("/run/wasmengine-cache".into()),
         };
         let mut env = vec!["PATH=/bin".to_string()];
         env.extend(config.to_env());
