@@ -554,3 +554,109 @@ fn non_loopback_listen_needs_a_token() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--auth-token"));
 }
+
+#[test]
+fn sigterm_finishes_in_flight_calls_and_leaves_functions_running() {
+    let c = Containerd::start().unwrap();
+    let mut e = Engine::start(&c, &[]).unwrap();
+    let numbers = "localhost/numbers:test";
+    c.import_wasm(
+        &core_wat("numbers"),
+        &ImageSpec::artifact("numbers.wasm"),
+        numbers,
+    )
+    .unwrap();
+    e.deploy(
+        json!({"function_name": "spin", "function_image": numbers, "wasi_cap": false,
+                     "export": "spin", "timeout_ms": 1500}),
+    );
+    let addr = e.addr;
+    let in_flight = std::thread::spawn(move || {
+        wasmengine_e2e::http_tcp(
+            addr,
+            "POST",
+            "/function/invoke",
+            &[],
+            br#"{"function_name":"spin","args":[]}"#,
+        )
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let status = e.terminate().expect("engine exits");
+    assert!(status.success(), "{status:?}\n{}", e.log());
+    // The call in flight got its answer (the function's timeout), not a reset connection.
+    let (s, text) = in_flight.join().unwrap().expect("in-flight call answered");
+    assert_eq!(s, 504, "{text}");
+    // The function container is still there for the next engine.
+    assert!(task_pid(&c, "spin").is_some(), "task left running");
+}
+
+#[test]
+fn embedded_containerd_is_started_reused_and_stopped() {
+    let engine_bin = wasmengine_e2e::release_dir().join("wasm_engine");
+    let mut e = Engine::start_with(vec![
+        "--embedded-containerd".into(),
+        "--namespace".into(),
+        format!("we-embedded-{}", std::process::id()),
+    ])
+    .unwrap();
+    let (s, text) = e.get("/healthz");
+    assert_eq!(s, 200, "{text}\n{}", e.log());
+    let data = e.data_dir.path().to_path_buf();
+    let sock = data.join("containerd/containerd.sock");
+    assert!(sock.exists());
+    // Package a sample straight into that containerd, deploy it, call it.
+    let wasm = data.join("gcd.wasm");
+    std::fs::write(&wasm, app("gcd")).unwrap();
+    let out = std::process::Command::new(&engine_bin)
+        .args([
+            "image",
+            "build",
+            wasm.to_str().unwrap(),
+            "-t",
+            "localhost/gcd:embedded",
+            "--import",
+        ])
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--containerd-address")
+        .arg(&sock)
+        .arg("--namespace")
+        .arg(format!("we-embedded-{}", std::process::id()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    deploy(&e, "gcd", "localhost/gcd:embedded", false);
+    assert_eq!(result(&e, "gcd", json!([12, 18])), "6");
+    // A killed engine finds its containerd again, functions included.
+    let pid_file = data.join("containerd/containerd.pid");
+    let ctd_pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    e.restart().unwrap();
+    assert_eq!(result(&e, "gcd", json!([12, 18])), "6");
+    assert!(
+        e.log().contains("private containerd still running"),
+        "{}",
+        e.log()
+    );
+    // Clean shutdown: functions deleted by the test, then SIGTERM stops the private containerd.
+    let (s, _) = e.post("/function/delete", &json!({"function_name": "gcd"}));
+    assert_eq!(s, 200);
+    assert!(e.terminate().unwrap().success());
+    assert!(
+        eventually(Duration::from_secs(10), || unsafe {
+            libc::kill(ctd_pid, 0)
+        } != 0),
+        "private containerd still running after the engine stopped"
+    );
+    let _ = std::fs::remove_dir_all(
+        std::path::Path::new("/run/containerd/wasmengine")
+            .join(format!("we-embedded-{}", std::process::id())),
+    );
+}
