@@ -150,8 +150,12 @@ impl Runtime {
             heap_base: module.get_export_index("__heap_base"),
         };
         tracing::debug!(function = %spec.name, kind = %entry.kind, ?source, "loaded");
+        let params = entry.ty.params().collect();
+        let signature = crate::kind::signature(&entry.ty);
         Ok(Function {
             name: spec.name.clone(),
+            params,
+            signature,
             entry,
             pre,
             limits,
@@ -197,6 +201,9 @@ pub fn build_engine(config: &EngineConfig) -> anyhow::Result<(Engine, bool)> {
     Ok((Engine::new(&wasmtime_config(config, false))?, false))
 }
 
+/// Bytes of a pooled memory or table slot kept resident between instances.
+const KEEP_RESIDENT: usize = 1 << 20;
+
 fn wasmtime_config(config: &EngineConfig, pooling: bool) -> Config {
     let mut c = Config::new();
     c.epoch_interruption(true)
@@ -208,7 +215,11 @@ fn wasmtime_config(config: &EngineConfig, pooling: bool) -> Config {
         pool.total_core_instances(config.pool_instances)
             .total_memories(config.pool_instances)
             .total_tables(config.pool_instances)
-            .max_memory_size(config.max_memory_bytes as usize);
+            .max_memory_size(config.max_memory_bytes as usize)
+            // Reset the first pages of a slot with memset rather than madvise: cheaper for the
+            // small memories functions have, and no syscall per call.
+            .linear_memory_keep_resident(KEEP_RESIDENT)
+            .table_keep_resident(KEEP_RESIDENT);
         c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
     c
