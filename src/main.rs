@@ -21,6 +21,7 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "wasm_engine=info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let rt = tokio::runtime::Runtime::new()?;
