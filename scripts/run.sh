@@ -9,20 +9,21 @@ data_dir="${WASMENGINE_DATA_DIR:-/var/lib/wasmengine}"
 export WASMENGINE_DATA_DIR="$data_dir"
 "$engine" "$@" &
 pid=$!
-trap 'kill -TERM $pid 2>/dev/null; wait $pid' INT TERM
+stop() { kill -TERM $pid 2>/dev/null; wait $pid; }
+trap stop EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 listen="${WASMENGINE_LISTEN:-127.0.0.1:10000}"
 for _ in $(seq 1 300); do
   curl -sf "http://$listen/healthz" >/dev/null 2>&1 && break
   kill -0 $pid 2>/dev/null || { wait $pid; exit $?; }
   sleep 0.1
 done
-store="$(mktemp -d)"
+# Built images are kept under the data directory; --import finds the engine's containerd
+# (WASMENGINE_CONTAINERD_ADDRESS, the system one, or the private one under the data dir).
 for wasm in build/apps/*.wasm; do
   name="$(basename "$wasm" .wasm)"
-  "$engine" image build "$wasm" -t "localhost/$name:latest" --data-dir "$store" --import \
-    ${WASMENGINE_CONTAINERD_ADDRESS:+--containerd-address "$WASMENGINE_CONTAINERD_ADDRESS"} \
-    | tail -1
+  "$engine" image build "$wasm" -t "localhost/$name:latest" --import | tail -1
 done
-rm -rf "$store"
 echo "WasmEngine is serving on http://$listen (samples imported as localhost/<name>:latest); Ctrl-C stops it"
 wait $pid
