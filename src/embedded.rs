@@ -34,6 +34,27 @@ pub async fn answers(address: &Path) -> bool {
     )
 }
 
+/// A private containerd's `config.toml` (version 2): its own root, state and sockets; the
+/// CRI plugin off (the engine and `ctr` speak to containerd directly).
+pub fn config_toml(root: &Path, state: &Path, socket: &Path) -> String {
+    format!(
+        r#"version = 2
+root = "{root}"
+state = "{state}"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "{sock}"
+[ttrpc]
+  address = "{sock}.ttrpc"
+[debug]
+  level = "info"
+"#,
+        root = root.display(),
+        state = state.display(),
+        sock = socket.display(),
+    )
+}
+
 impl Embedded {
     /// Starts (or finds, if one from an earlier run still answers) the private containerd.
     pub async fn start(data_dir: &Path) -> anyhow::Result<Embedded> {
@@ -55,22 +76,7 @@ impl Embedded {
         let config = dir.join("config.toml");
         std::fs::write(
             &config,
-            format!(
-                r#"version = 2
-root = "{root}"
-state = "{state}"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = "{sock}"
-[ttrpc]
-  address = "{sock}.ttrpc"
-[debug]
-  level = "info"
-"#,
-                root = dir.join("root").display(),
-                state = dir.join("state").display(),
-                sock = address.display(),
-            ),
+            config_toml(&dir.join("root"), &dir.join("state"), &address),
         )?;
         // Our shim sits next to this binary (a build tree or an install prefix).
         let exe_dir = std::env::current_exe()?

@@ -582,6 +582,13 @@ impl Functions {
                 "noNewPrivileges": true
             },
             "root": {"path": "rootfs"},
+            // For people and tools reading the spec; the shim itself reads the env above.
+            "annotations": {
+                LABEL_FUNCTION: req.function_name,
+                LABEL_IMAGE: req.function_image,
+                LABEL_WASI: req.wasi_cap.to_string(),
+                LABEL_LIMITS: serde_json::to_string(&req.limits).unwrap_or_default(),
+            },
             "hostname": req.function_name,
             "mounts": [
                 {"destination": "/proc", "type": "proc", "source": "proc",

@@ -89,21 +89,10 @@ impl Containerd {
         let config = dir.path().join("config.toml");
         std::fs::write(
             &config,
-            format!(
-                r#"version = 2
-root = "{root}"
-state = "{state}"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = "{sock}"
-[ttrpc]
-  address = "{sock}.ttrpc"
-[debug]
-  level = "info"
-"#,
-                root = dir.path().join("root").display(),
-                state = dir.path().join("state").display(),
-                sock = address.display(),
+            wasm_engine::embedded::config_toml(
+                &dir.path().join("root"),
+                &dir.path().join("state"),
+                &address,
             ),
         )?;
         let log = std::fs::File::create(dir.path().join("containerd.log"))?;
@@ -371,17 +360,27 @@ pub fn http_unix(socket: &Path, method: &str, path: &str, body: &[u8]) -> Result
     conn.write_all(body)?;
     let mut raw = Vec::new();
     conn.read_to_end(&mut raw)?;
+    parse_response(&raw)
+}
+
+/// Status and body (de-chunked if need be) of a whole HTTP/1.1 response.
+fn parse_response(raw: &[u8]) -> Result<(u16, Vec<u8>)> {
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
         .context("no end of response head")?;
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
     let status = head
         .split(' ')
         .nth(1)
         .and_then(|s| s.parse().ok())
         .context("no status")?;
-    Ok((status, raw[split + 4..].to_vec()))
+    let body = &raw[split + 4..];
+    if head.contains("transfer-encoding: chunked") {
+        Ok((status, dechunk(body)))
+    } else {
+        Ok((status, body.to_vec()))
+    }
 }
 
 /// Waits until `cond` holds, polling; false if it did not within `timeout`.
@@ -576,23 +575,7 @@ pub fn http_tcp(
     let _ = conn.write_all(body);
     let mut raw = Vec::new();
     let _ = conn.read_to_end(&mut raw);
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .context("no end of response head")?;
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .context("no status")?;
-    let mut body = raw[split + 4..].to_vec();
-    if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        body = dechunk(&body);
-    }
+    let (status, body) = parse_response(&raw)?;
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
