@@ -95,20 +95,7 @@ impl Containerd {
                 &address,
             ),
         )?;
-        let log = std::fs::File::create(dir.path().join("containerd.log"))?;
-        let path = format!(
-            "{}:{}",
-            release_dir().display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
-        let child = Command::new("containerd")
-            .arg("--config")
-            .arg(&config)
-            .env("PATH", path)
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("start containerd (apt-get install containerd)")?;
+        let child = spawn_containerd(dir.path())?;
         let c = Containerd {
             dir,
             address,
@@ -123,6 +110,30 @@ impl Containerd {
                 .unwrap_or(false)
         })?;
         Ok(c)
+    }
+
+    /// Stops containerd (SIGTERM) and waits for it; shims and their tasks keep running.
+    pub fn stop(&mut self) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts containerd again on the same root, state and socket after [`Containerd::stop`].
+    pub fn resume(&mut self) -> Result<()> {
+        self.child = spawn_containerd(self.dir.path())?;
+        wait_for("containerd", Duration::from_secs(20), || {
+            self.ctr(&["version"])
+                .map(|o| o.status.success())
+                .unwrap_or(false)
+        })
     }
 
     /// Runs `ctr` against this containerd, in the test namespace.
@@ -236,16 +247,7 @@ impl Drop for Containerd {
         for pid in self.shim_pids() {
             unsafe { libc::kill(pid as i32, libc::SIGKILL) };
         }
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(10) {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
         let _ =
             std::fs::remove_dir_all(Path::new("/run/containerd/wasmengine").join(&self.namespace));
         for m in self.mounts().iter().rev() {
@@ -257,40 +259,100 @@ impl Drop for Containerd {
     }
 }
 
+/// containerd on the config [`Containerd::start`] wrote in `dir`, logging to `dir`.
+fn spawn_containerd(dir: &Path) -> Result<Child> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("containerd.log"))?;
+    let path = format!(
+        "{}:{}",
+        release_dir().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    Command::new("containerd")
+        .arg("--config")
+        .arg(dir.join("config.toml"))
+        .env("PATH", path)
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("start containerd (apt-get install containerd)")
+}
+
 /// Debian's `docker-registry` on 127.0.0.1.
 pub struct Registry {
     pub dir: tempfile::TempDir,
     pub port: u16,
+    /// The account every request must present (htpasswd, Basic auth), if any.
+    pub user: Option<(String, String)>,
     child: Child,
 }
 
 impl Registry {
+    /// A registry open to anyone.
     pub fn start() -> Result<Registry> {
+        Registry::start_with(None)
+    }
+
+    /// A registry that answers only `user` with `password` (Basic auth from an htpasswd file).
+    pub fn start_with_user(user: &str, password: &str) -> Result<Registry> {
+        Registry::start_with(Some((user.to_string(), password.to_string())))
+    }
+
+    fn start_with(user: Option<(String, String)>) -> Result<Registry> {
         let dir = tempfile::Builder::new()
             .prefix("wasmengine-reg-")
             .tempdir()?;
         let port = free_port();
-        let config = dir.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
-                dir.path().join("data").display()
-            ),
-        )?;
+        let mut config = format!(
+            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            dir.path().join("data").display()
+        );
+        if let Some((name, password)) = &user {
+            let htpasswd = dir.path().join("htpasswd");
+            // The lowest cost: every request checks it, and this is a test account.
+            let hash = bcrypt::hash(password, 4)?;
+            std::fs::write(&htpasswd, format!("{name}:{hash}\n"))?;
+            config.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: wasmengine-test\n    path: {}\n",
+                htpasswd.display()
+            ));
+        }
+        let config_path = dir.path().join("config.yml");
+        std::fs::write(&config_path, config)?;
         let log = std::fs::File::create(dir.path().join("registry.log"))?;
         let child = Command::new("docker-registry")
             .arg("serve")
-            .arg(&config)
+            .arg(&config_path)
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
             .context("start docker-registry (apt-get install docker-registry)")?;
-        let r = Registry { dir, port, child };
+        let r = Registry {
+            dir,
+            port,
+            user,
+            child,
+        };
         wait_for("registry", Duration::from_secs(20), || {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
         })?;
         Ok(r)
+    }
+
+    /// A docker `config.json` (in a new directory, for `DOCKER_CONFIG`) holding this
+    /// registry's account.
+    pub fn docker_config(&self) -> Result<tempfile::TempDir> {
+        use base64::Engine as _;
+        let (name, password) = self.user.as_ref().context("registry has no account")?;
+        let dir = tempfile::tempdir()?;
+        let auth = base64::engine::general_purpose::STANDARD.encode(format!("{name}:{password}"));
+        std::fs::write(
+            dir.path().join("config.json"),
+            serde_json::json!({"auths": {self.host(): {"auth": auth}}}).to_string(),
+        )?;
+        Ok(dir)
     }
 
     pub fn host(&self) -> String {
@@ -315,6 +377,9 @@ impl Registry {
         cmd.args(["copy", "--dest-tls-verify=false"]);
         if v2s2 {
             cmd.args(["--format", "v2s2"]);
+        }
+        if let Some((name, password)) = &self.user {
+            cmd.arg(format!("--dest-creds={name}:{password}"));
         }
         let out = cmd
             .arg(format!("oci:{}:{tag}", layout.path().display()))
@@ -394,12 +459,22 @@ pub struct Engine {
     pub addr: std::net::SocketAddr,
     pub data_dir: tempfile::TempDir,
     args: Vec<String>,
+    envs: Vec<(String, String)>,
     child: Option<Child>,
 }
 
 impl Engine {
     /// Starts the engine on `containerd` (in the test namespace); `extra` flags appended.
     pub fn start(containerd: &Containerd, extra: &[&str]) -> Result<Engine> {
+        Engine::start_with_env(containerd, extra, &[])
+    }
+
+    /// [`Engine::start`] with extra environment variables for the engine process.
+    pub fn start_with_env(
+        containerd: &Containerd,
+        extra: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Result<Engine> {
         let mut args = vec![
             "--containerd-address".to_string(),
             containerd.address.display().to_string(),
@@ -407,17 +482,26 @@ impl Engine {
             containerd.namespace.clone(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
-        Engine::start_with(args)
+        let envs = envs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Engine::launch(args, envs)
     }
 
     /// Starts the engine with exactly `args` (plus listen address and data dir).
     pub fn start_with(args: Vec<String>) -> Result<Engine> {
+        Engine::launch(args, Vec::new())
+    }
+
+    fn launch(args: Vec<String>, envs: Vec<(String, String)>) -> Result<Engine> {
         let data_dir = tempfile::Builder::new().prefix("we-eng-").tempdir()?;
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
         let mut e = Engine {
             addr,
             data_dir,
             args,
+            envs,
             child: None,
         };
         e.spawn()?;
@@ -437,6 +521,7 @@ impl Engine {
             .arg("--data-dir")
             .arg(self.data_dir.path())
             .env("RUST_LOG", "wasm_engine=debug")
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

@@ -396,6 +396,82 @@ fn pull_from_registry_both_layouts_and_media_types() {
 }
 
 #[test]
+fn registry_credentials_come_from_docker_config() {
+    let c = Containerd::start().unwrap();
+    let reg = Registry::start_with_user("fn-user", "fn-pass").unwrap();
+    let image = reg
+        .push_wasm(
+            &app("gcd"),
+            &ImageSpec::classic("gcd.wasm"),
+            "private/gcd:v1",
+            false,
+        )
+        .unwrap();
+
+    // Without an account the registry refuses, and the caller hears why.
+    let nowhere = tempfile::tempdir().unwrap();
+    let e = Engine::start_with_env(
+        &c,
+        &[],
+        &[("DOCKER_CONFIG", nowhere.path().to_str().unwrap())],
+    )
+    .unwrap();
+    let (s, text) = e.post(
+        "/function/deploy",
+        &json!({"function_name": "gcd", "function_image": image, "wasi_cap": false}),
+    );
+    assert_eq!(s, 502, "{text}");
+    assert!(text.contains("credentials"), "{text}");
+    drop(e);
+
+    // With docker's config.json the pull authenticates.
+    let config = reg.docker_config().unwrap();
+    let e = Engine::start_with_env(
+        &c,
+        &[],
+        &[("DOCKER_CONFIG", config.path().to_str().unwrap())],
+    )
+    .unwrap();
+    deploy(&e, "gcd", &image, false);
+    assert_eq!(result(&e, "gcd", json!([12, 18])), "6");
+}
+
+#[test]
+fn containerd_outage_gives_503_and_the_engine_recovers() {
+    let mut c = Containerd::start().unwrap();
+    let e = Engine::start(&c, &[]).unwrap();
+    let gcd = import(&c, "gcd", &ImageSpec::classic("gcd.wasm"));
+    let hello = import(&c, "hello", &ImageSpec::classic("hello.wasm"));
+    deploy(&e, "gcd", &gcd, false);
+    assert_eq!(result(&e, "gcd", json!([12, 18])), "6");
+
+    c.stop();
+    assert_eq!(e.get("/healthz").0, 503);
+    let (s, text) = e.get("/function/list");
+    assert_eq!(s, 503, "{text}");
+    let (s, text) = e.post(
+        "/function/deploy",
+        &json!({"function_name": "hello", "function_image": hello, "wasi_cap": true}),
+    );
+    assert_eq!(s, 503, "{text}");
+    // The function's task is the shim's, not containerd's: calls still reach it.
+    assert_eq!(result(&e, "gcd", json!([12, 18])), "6");
+
+    c.resume().unwrap();
+    assert!(
+        eventually(Duration::from_secs(20), || e.get("/healthz").0 == 200),
+        "{}",
+        e.log()
+    );
+    let (s, list) = e.get("/function/list");
+    assert_eq!(s, 200, "{list}");
+    assert!(list.contains(r#""func_name":"gcd""#), "{list}");
+    assert_eq!(result(&e, "gcd", json!([12, 18])), "6");
+    deploy(&e, "hello", &hello, true);
+    assert_eq!(result(&e, "hello", json!({})), "Hello, world!");
+}
+
+#[test]
 fn functions_survive_engine_restart_and_dead_tasks_restart() {
     let (c, mut e) = setup();
     let gcd = import(&c, "gcd", &ImageSpec::classic("gcd.wasm"));
