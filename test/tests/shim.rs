@@ -255,6 +255,20 @@ fn sigterm_interrupts_a_spinning_module_and_delete_leaves_nothing() {
     probe_image(&c, "localhost/probe:v1");
     let child = start_spinner(&c, "spin-term");
     assert!(!c.shim_pids().is_empty(), "a shim serves the task");
+    // `ctr task ps` lists the task's process, as for a runc container.
+    let ls = c.ctr_ok(&["task", "ls"]).unwrap();
+    let pid = ls
+        .lines()
+        .find(|l| l.starts_with("spin-term"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap()
+        .to_string();
+    let ps = c.ctr_ok(&["task", "ps", "spin-term"]).unwrap();
+    assert!(
+        ps.lines()
+            .any(|l| l.split_whitespace().next() == Some(&pid)),
+        "task ls: {ls}\ntask ps: {ps}"
+    );
     let start = Instant::now();
     c.ctr_ok(&["task", "kill", "spin-term"]).unwrap();
     let status = exit_status(child);
