@@ -20,6 +20,7 @@ use crate::cache::LoadSource;
 use crate::config::Limits;
 use crate::error::CallError;
 use crate::kind::{Entry, Kind};
+use crate::tail::TailPipe;
 
 /// What to load: the deploy-time description of a function.
 #[derive(Debug, Clone, Default)]
@@ -132,7 +133,7 @@ enum Io {
     /// Into buffers: stdout is the result.
     Capture {
         stdout: MemoryOutputPipe,
-        stderr: MemoryOutputPipe,
+        stderr: TailPipe,
     },
     /// The process's own stdio (a container's FIFOs in the shim's command mode).
     Inherit,
@@ -172,7 +173,7 @@ impl Function {
             Kind::Command => {
                 let cap = self.limits.max_output_bytes;
                 let stdout = MemoryOutputPipe::new(cap.saturating_add(1));
-                let stderr = MemoryOutputPipe::new(STDERR_KEEP);
+                let stderr = TailPipe::new(STDERR_KEEP);
                 let io = Io::Capture {
                     stdout: stdout.clone(),
                     stderr: stderr.clone(),

@@ -15,6 +15,8 @@
 //!   `InstancePre`, limits armed, arguments passed the kind's way, the result read back.
 //! - [`args`]: turning invoke arguments (a JSON object or array) into argv or typed values,
 //!   and results into text.
+//! - [`tail`]: [`tail::TailPipe`], where a command's stderr goes: writes never fail, the last
+//!   bytes are kept for the error of a non-zero exit.
 //! - [`error`]: [`LoadError`] and [`CallError`], the typed failures callers match on.
 
 pub mod args;
@@ -24,6 +26,7 @@ pub mod error;
 pub mod function;
 pub mod kind;
 pub mod runtime;
+pub mod tail;
 
 pub use cache::LoadSource;
 pub use config::{EngineConfig, Limits};

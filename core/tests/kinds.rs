@@ -55,6 +55,21 @@ fn command_nonzero_exit_carries_status_and_stderr() {
 }
 
 #[test]
+fn command_stderr_is_never_refused_and_the_error_keeps_its_end() {
+    let rt = runtime();
+    let f = load(&rt, &wat("commands"), "commands", Some(true));
+    // 1.25 MiB of stderr, then the last words: every write succeeds (else exit 9).
+    match f.call(&json!(["log"])) {
+        Err(CallError::Exit { status, stderr }) => {
+            assert_eq!(status, 7);
+            assert!(stderr.ends_with("going away"), "{stderr:?}");
+            assert!(stderr.starts_with('…'), "{stderr:?}");
+        }
+        other => panic!("expected exit 7, got {other:?}"),
+    }
+}
+
+#[test]
 fn command_trap_is_reported() {
     let rt = runtime();
     let f = load(&rt, &wat("commands"), "commands", Some(true));
