@@ -29,6 +29,7 @@ run: deps apps build
 	scripts/run.sh
 
 test: apps build
+	@command -v cargo-nextest >/dev/null || $(CARGO) install cargo-nextest --locked
 	$(CARGO) nextest run --release --workspace --no-fail-fast
 
 # The original engine's table (criterion) on the execution core.

@@ -114,38 +114,7 @@ pub async fn resolve(ctd: &Containerd, target: &Descriptor) -> ApiResult<Resolve
         let blob = ctd.read_content(&layer.digest).await?;
         files.extend(wasm_files(&layer.media_type, &blob)?);
     }
-    let module = match args.first() {
-        Some(first) => {
-            let path = first.split('#').next().unwrap_or_default();
-            if !files.iter().any(|f| f == path) {
-                return Err(ApiError::unprocessable(format!(
-                    "image entrypoint {path} is not a Wasm module in the image (found: {})",
-                    list(&files)
-                )));
-            }
-            path.to_string()
-        }
-        None => {
-            let at_root: Vec<&String> = files
-                .iter()
-                .filter(|f| f.matches('/').count() == 1)
-                .collect();
-            match at_root.as_slice() {
-                [one] => one.to_string(),
-                [] => {
-                    return Err(ApiError::unprocessable(
-                        "image holds no Wasm module (no entrypoint and no .wasm file at its root)",
-                    ))
-                }
-                several => {
-                    return Err(ApiError::unprocessable(format!(
-                        "image holds several Wasm modules at its root ({}) and no entrypoint to choose one",
-                        several.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
-                    )))
-                }
-            }
-        }
-    };
+    let module = choose_module(args.first(), &files)?;
     if args.is_empty() {
         args.push(module);
     }
@@ -157,6 +126,36 @@ pub async fn resolve(ctd: &Containerd, target: &Descriptor) -> ApiResult<Resolve
         layers,
         diff_ids,
     })
+}
+
+/// The module a classic image runs: the entrypoint's file (`/m.wasm#export` names `/m.wasm`),
+/// which must be among `files`; with no entrypoint, the one `.wasm` file at the root.
+fn choose_module(entrypoint: Option<&String>, files: &[String]) -> ApiResult<String> {
+    if let Some(first) = entrypoint {
+        let path = first.split('#').next().unwrap_or_default();
+        if !files.iter().any(|f| f == path) {
+            return Err(ApiError::unprocessable(format!(
+                "image entrypoint {path} is not a Wasm module in the image (found: {})",
+                list(files)
+            )));
+        }
+        return Ok(path.to_string());
+    }
+    let at_root: Vec<&str> = files
+        .iter()
+        .filter(|f| f.matches('/').count() == 1)
+        .map(String::as_str)
+        .collect();
+    match at_root.as_slice() {
+        [one] => Ok(one.to_string()),
+        [] => Err(ApiError::unprocessable(
+            "image holds no Wasm module (no entrypoint and no .wasm file at its root)",
+        )),
+        several => Err(ApiError::unprocessable(format!(
+            "image holds several Wasm modules at its root ({}) and no entrypoint to choose one",
+            several.join(", ")
+        ))),
+    }
 }
 
 fn list(files: &[String]) -> String {
@@ -275,6 +274,29 @@ mod tests {
         assert_eq!(c[0], a);
         let expect = Sha256::digest(format!("{a} {b}").as_bytes());
         assert!(c[1].ends_with(&format!("{:x}", expect)));
+    }
+
+    #[test]
+    fn chooses_the_module_of_a_classic_image() {
+        let files = |names: &[&str]| names.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let entry = "/lib/m.wasm#run".to_string();
+        assert_eq!(
+            choose_module(Some(&entry), &files(&["/a.wasm", "/lib/m.wasm"])).unwrap(),
+            "/lib/m.wasm"
+        );
+        let err = choose_module(Some(&entry), &files(&["/a.wasm"])).unwrap_err();
+        assert_eq!(err.status, 422);
+        assert!(err.message.contains("/lib/m.wasm"), "{}", err.message);
+        assert_eq!(
+            choose_module(None, &files(&["/a.wasm", "/lib/m.wasm"])).unwrap(),
+            "/a.wasm"
+        );
+        let err = choose_module(None, &files(&["/lib/m.wasm"])).unwrap_err();
+        assert_eq!(err.status, 422);
+        assert!(err.message.contains("no Wasm module"), "{}", err.message);
+        let err = choose_module(None, &files(&["/a.wasm", "/b.wasm"])).unwrap_err();
+        assert_eq!(err.status, 422);
+        assert!(err.message.contains("/a.wasm, /b.wasm"), "{}", err.message);
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! `build` writes the image as an OCI layout under the data directory (`images/`), and
 //! optionally as a tar archive (`--output`, for `ctr image import`) and straight into
 //! containerd (`--import`). `push` uploads a built image to its registry (plain HTTP for
-//! loopback registries and those given with `--insecure-registry`).
+//! loopback registries and those given with `--insecure-registry`; credentials from docker's
+//! `config.json` when the registry asks).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -16,6 +17,7 @@ use wasmengine_api::image::{self, Blob, Image, ImageSpec, Layout, MediaTypes};
 
 use crate::containerd::Containerd;
 use crate::reference::Reference;
+use crate::registry::Registries;
 
 #[derive(Debug, Subcommand)]
 pub enum ImageCommand {
@@ -231,30 +233,32 @@ async fn push(a: PushArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Uploads blobs (skipping those the registry has) then the manifest, monolithically.
+/// Uploads blobs (skipping those the registry has) then the manifest, monolithically. A
+/// registry that asks for credentials gets them from docker's `config.json`.
 pub async fn push_image(
     img: &Image,
     reference: &Reference,
     insecure: &[String],
 ) -> anyhow::Result<()> {
-    let plain = reference.is_loopback() || insecure.iter().any(|h| h == &reference.registry);
-    let base = format!(
-        "{}://{}/v2/{}",
-        if plain { "http" } else { "https" },
-        reference.api_host(),
-        reference.repository
-    );
-    let http = reqwest::Client::new();
+    let registries = Registries::new(insecure.to_vec());
+    let base = registries.base_url(reference);
+    let origin = base.split("/v2/").next().unwrap_or_default().to_string();
+    let mut push = Push {
+        registries: &registries,
+        http: reqwest::Client::new(),
+        reference,
+        authorization: None,
+    };
     for blob in std::iter::once(&img.config).chain(&img.layers) {
-        let head = http
-            .head(format!("{base}/blobs/{}", blob.digest))
-            .send()
-            .await
-            .with_context(|| format!("registry {} unreachable", reference.registry))?;
+        let head = push
+            .send(|h| h.head(format!("{base}/blobs/{}", blob.digest)))
+            .await?;
         if head.status().is_success() {
             continue;
         }
-        let start = http.post(format!("{base}/blobs/uploads/")).send().await?;
+        let start = push
+            .send(|h| h.post(format!("{base}/blobs/uploads/")))
+            .await?;
         if !start.status().is_success() {
             bail!("registry refused an upload: {}", start.status());
         }
@@ -265,33 +269,31 @@ pub async fn push_image(
             .context("registry gave no upload location")?
             .to_string();
         let location = if location.starts_with('/') {
-            format!(
-                "{}://{}{location}",
-                if plain { "http" } else { "https" },
-                reference.api_host()
-            )
+            format!("{origin}{location}")
         } else {
             location
         };
         let sep = if location.contains('?') { '&' } else { '?' };
-        let put = http
-            .put(format!("{location}{sep}digest={}", blob.digest))
-            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
-            .body(blob.data.clone())
-            .send()
+        let put = push
+            .send(|h| {
+                h.put(format!("{location}{sep}digest={}", blob.digest))
+                    .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+                    .body(blob.data.clone())
+            })
             .await?;
         if !put.status().is_success() {
             bail!("registry refused blob {}: {}", blob.digest, put.status());
         }
     }
-    let put = http
-        .put(format!("{base}/manifests/{}", reference.object()))
-        .header(
-            reqwest::header::CONTENT_TYPE,
-            img.manifest.media_type.clone(),
-        )
-        .body(img.manifest.data.clone())
-        .send()
+    let put = push
+        .send(|h| {
+            h.put(format!("{base}/manifests/{}", reference.object()))
+                .header(
+                    reqwest::header::CONTENT_TYPE,
+                    img.manifest.media_type.clone(),
+                )
+                .body(img.manifest.data.clone())
+        })
         .await?;
     if !put.status().is_success() {
         bail!(
@@ -301,6 +303,49 @@ pub async fn push_image(
         );
     }
     Ok(())
+}
+
+/// One push's requests, with the authorization earned from the registry's first challenge.
+struct Push<'a> {
+    registries: &'a Registries,
+    http: reqwest::Client,
+    reference: &'a Reference,
+    authorization: Option<String>,
+}
+
+impl Push<'_> {
+    /// Sends the request `make` builds; on a first 401, answers the challenge and sends it
+    /// again.
+    async fn send(
+        &mut self,
+        make: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+    ) -> anyhow::Result<reqwest::Response> {
+        loop {
+            let mut req = make(&self.http);
+            if let Some(a) = &self.authorization {
+                req = req.header(reqwest::header::AUTHORIZATION, a);
+            }
+            let resp = req
+                .send()
+                .await
+                .with_context(|| format!("registry {} unreachable", self.reference.registry))?;
+            if resp.status() != reqwest::StatusCode::UNAUTHORIZED || self.authorization.is_some() {
+                return Ok(resp);
+            }
+            let challenge = resp
+                .headers()
+                .get(reqwest::header::WWW_AUTHENTICATE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            let authorization = self
+                .registries
+                .authorize(self.reference, &challenge, "pull,push")
+                .await
+                .map_err(|e| anyhow::anyhow!(e.message))?;
+            self.authorization = Some(authorization);
+        }
+    }
 }
 
 /// Loads a built image (for callers that built it earlier in this process).

@@ -53,7 +53,58 @@ impl Registries {
         }
     }
 
-    fn base_url(&self, r: &Reference) -> String {
+    /// The `Authorization` value that answers a registry's `WWW-Authenticate` challenge for
+    /// `actions` (`pull`, or `pull,push`) on `reference`'s repository: basic auth with the
+    /// docker credentials, or a bearer token from the realm the challenge names.
+    pub async fn authorize(
+        &self,
+        reference: &Reference,
+        challenge: &str,
+        actions: &str,
+    ) -> ApiResult<String> {
+        let creds = self.credentials.get(&reference.registry);
+        let (scheme, params) = challenge.split_once(' ').unwrap_or((challenge, ""));
+        if scheme.eq_ignore_ascii_case("basic") {
+            return creds.map(|c| format!("Basic {c}")).ok_or_else(|| {
+                ApiError::bad_gateway(format!(
+                    "registry {} wants credentials (docker login)",
+                    reference.registry
+                ))
+            });
+        }
+        let params = parse_challenge(params);
+        let realm = params.get("realm").ok_or_else(|| {
+            ApiError::bad_gateway("registry sent an auth challenge without realm")
+        })?;
+        let mut req = self.http.get(realm.as_str()).query(&[(
+            "scope",
+            format!("repository:{}:{actions}", reference.repository),
+        )]);
+        if let Some(service) = params.get("service") {
+            req = req.query(&[("service", service)]);
+        }
+        if let Some(c) = creds {
+            req = req.header(header::AUTHORIZATION, format!("Basic {c}"));
+        }
+        let resp = req.send().await.map_err(|e| unreachable(reference, e))?;
+        if !resp.status().is_success() {
+            return Err(ApiError::bad_gateway(format!(
+                "registry token service refused: {}",
+                resp.status()
+            )));
+        }
+        let body: Value = resp
+            .json()
+            .await
+            .map_err(|e| ApiError::bad_gateway(format!("registry token: {e}")))?;
+        let token = body["token"]
+            .as_str()
+            .or(body["access_token"].as_str())
+            .ok_or_else(|| ApiError::bad_gateway("registry token service sent no token"))?;
+        Ok(format!("Bearer {token}"))
+    }
+
+    pub fn base_url(&self, r: &Reference) -> String {
         let plain = r.is_loopback() || self.insecure.iter().any(|h| h == &r.registry);
         let scheme = if plain { "http" } else { "https" };
         format!("{scheme}://{}/v2/{}", r.api_host(), r.repository)
@@ -216,58 +267,16 @@ impl Session<'_> {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default()
                 .to_string();
-            self.authorization = Some(self.authorize(&challenge).await?);
+            self.authorization = Some(
+                self.registries
+                    .authorize(self.reference, &challenge, "pull")
+                    .await?,
+            );
         }
         Err(ApiError::bad_gateway(format!(
             "registry refused access to {}",
             self.reference
         )))
-    }
-
-    async fn authorize(&self, challenge: &str) -> ApiResult<String> {
-        let creds = self.registries.credentials.get(&self.reference.registry);
-        let (scheme, params) = challenge.split_once(' ').unwrap_or((challenge, ""));
-        if scheme.eq_ignore_ascii_case("basic") {
-            return creds.map(|c| format!("Basic {c}")).ok_or_else(|| {
-                ApiError::bad_gateway(format!(
-                    "registry {} wants credentials (docker login)",
-                    self.reference.registry
-                ))
-            });
-        }
-        let params = parse_challenge(params);
-        let realm = params.get("realm").ok_or_else(|| {
-            ApiError::bad_gateway("registry sent an auth challenge without realm")
-        })?;
-        let mut req = self.registries.http.get(realm.as_str()).query(&[(
-            "scope",
-            format!("repository:{}:pull", self.reference.repository),
-        )]);
-        if let Some(service) = params.get("service") {
-            req = req.query(&[("service", service)]);
-        }
-        if let Some(c) = creds {
-            req = req.header(header::AUTHORIZATION, format!("Basic {c}"));
-        }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| unreachable(self.reference, e))?;
-        if !resp.status().is_success() {
-            return Err(ApiError::bad_gateway(format!(
-                "registry token service refused: {}",
-                resp.status()
-            )));
-        }
-        let body: Value = resp
-            .json()
-            .await
-            .map_err(|e| ApiError::bad_gateway(format!("registry token: {e}")))?;
-        let token = body["token"]
-            .as_str()
-            .or(body["access_token"].as_str())
-            .ok_or_else(|| ApiError::bad_gateway("registry token service sent no token"))?;
-        Ok(format!("Bearer {token}"))
     }
 }
 

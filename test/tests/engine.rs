@@ -246,10 +246,32 @@ fn error_statuses() {
     let leases = c.ctr_ok(&["leases", "ls"]).unwrap();
     assert_eq!(leases.lines().count(), 1, "leases left: {leases}");
 
-    // 500: a WASI command exiting non-zero, with its stderr.
+    // 500: a WASI command exiting non-zero (with its status and the end of its stderr), a
+    // trap.
     let (s, v) = e.invoke("fibonacci", json!(["abc"]));
     assert_eq!(s, 500, "{v}");
     assert!(v["message"].as_str().unwrap().contains("exit"), "{v}");
+    let commands = "localhost/commands:test";
+    c.import_wasm(
+        &core_wat("commands"),
+        &ImageSpec::classic("commands.wasm"),
+        commands,
+    )
+    .unwrap();
+    deploy(&e, "commands", commands, true);
+    let (s, v) = e.invoke("commands", json!(["exit"]));
+    assert_eq!(s, 500, "{v}");
+    let message = v["message"].as_str().unwrap();
+    assert!(
+        message.contains('7') && message.contains("going away"),
+        "{v}"
+    );
+    let (s, v) = e.invoke("commands", json!(["trap"]));
+    assert_eq!(s, 500, "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("unreachable"),
+        "{v}"
+    );
 
     // 502: a registry nobody listens on.
     let port = wasmengine_e2e::free_port();
@@ -295,6 +317,36 @@ fn limits_give_their_status_and_fail_alone() {
     let (s, v) = e.invoke("grow", json!([]));
     assert_eq!(s, 500, "{v}");
     assert!(v["message"].as_str().unwrap().contains("memory"), "{v}");
+    // Fuel and the output cap, on a classic image (a precompiled artifact has no fuel
+    // metering compiled in).
+    let numbers_classic = "localhost/numbers:classic";
+    c.import_wasm(
+        &core_wat("numbers"),
+        &ImageSpec::classic("numbers.wasm"),
+        numbers_classic,
+    )
+    .unwrap();
+    e.deploy(
+        json!({"function_name": "burn", "function_image": numbers_classic, "wasi_cap": false,
+                     "export": "spin", "fuel": 1_000_000}),
+    );
+    let (s, v) = e.invoke("burn", json!([]));
+    assert_eq!(s, 500, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("fuel"), "{v}");
+    let commands = "localhost/commands:test";
+    c.import_wasm(
+        &core_wat("commands"),
+        &ImageSpec::classic("commands.wasm"),
+        commands,
+    )
+    .unwrap();
+    e.deploy(
+        json!({"function_name": "chatty", "function_image": commands, "wasi_cap": true,
+                     "max_output_bytes": 1000}),
+    );
+    let (s, v) = e.invoke("chatty", json!(["big"]));
+    assert_eq!(s, 500, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("1000"), "{v}");
     assert_eq!(result(&e, "gcd", json!([12, 18])), "6");
     // The metrics saw them.
     let (_, metrics) = e.get("/metrics");
@@ -302,7 +354,18 @@ fn limits_give_their_status_and_fail_alone() {
         metrics.contains(r#"wasmengine_invocation_errors_total{function="spin",kind="timeout"} 1"#),
         "{metrics}"
     );
-    assert!(metrics.contains(r#"wasmengine_invocations_total{function="gcd"} 1"#));
+    for series in [
+        r#"wasmengine_invocations_total{function="gcd"} 1"#,
+        r#"wasmengine_invocation_errors_total{function="burn",kind="fuel_exhausted"} 1"#,
+        r#"wasmengine_invocation_errors_total{function="chatty",kind="output_too_large"} 1"#,
+        r#"wasmengine_invocation_seconds_count{function="gcd"} 1"#,
+        r#"wasmengine_invocation_seconds_bucket{function="gcd",le="+Inf"} 1"#,
+        r#"wasmengine_deploys_total{function="chatty"} 1"#,
+        r#"wasmengine_cold_starts_total{function="burn"} 1"#,
+        "wasmengine_deploys_failed_total 0",
+    ] {
+        assert!(metrics.contains(series), "{series} missing:\n{metrics}");
+    }
 }
 
 #[test]
@@ -434,6 +497,38 @@ fn registry_credentials_come_from_docker_config() {
     .unwrap();
     deploy(&e, "gcd", &image, false);
     assert_eq!(result(&e, "gcd", json!([12, 18])), "6");
+
+    // `wasm_engine image push` authenticates the same way, and fails without an account.
+    let store = tempfile::tempdir().unwrap();
+    let file = store.path().join("echo.wasm");
+    std::fs::write(&file, app("echo-string")).unwrap();
+    let reference = format!("{}/private/echo-string:v1", reg.host());
+    let image_cmd = |args: &[&str], docker_config: &std::path::Path| {
+        std::process::Command::new(wasmengine_e2e::release_dir().join("wasm_engine"))
+            .args(args)
+            .arg("--data-dir")
+            .arg(store.path())
+            .env("DOCKER_CONFIG", docker_config)
+            .output()
+            .unwrap()
+    };
+    let out = image_cmd(
+        &["image", "build", file.to_str().unwrap(), "-t", &reference],
+        nowhere.path(),
+    );
+    assert!(out.status.success(), "{out:?}");
+    let out = image_cmd(&["image", "push", &reference], nowhere.path());
+    assert!(!out.status.success(), "push without an account: {out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("credentials"),
+        "{out:?}"
+    );
+    let out = image_cmd(&["image", "push", &reference], config.path());
+    assert!(out.status.success(), "{out:?}");
+    e.deploy(
+        json!({"function_name": "echo-string", "function_image": reference, "wasi_cap": false}),
+    );
+    assert_eq!(result(&e, "echo-string", json!({"k": "v"})), r#"{"k":"v"}"#);
 }
 
 #[test]
