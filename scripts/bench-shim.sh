@@ -2,7 +2,8 @@
 # `make bench-shim`: on a private containerd,
 #  1. `ctr run --rm` of the WASI hello image with our runtime, beside `ctr run --rm` of a runc
 #     container (busybox `true` from a rootfs directory): the floor (hyperfine, median);
-#  2. function-server round trips: a serving gcd container, N calls over its socket.
+#  2. function-server round trips: a serving gcd container, N calls over its socket;
+#  3. SIGTERM of a spinning module: from `ctr task kill` to the task's exit (5 runs).
 # Env: RUNS (default 20), CALLS (default 20000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,6 +46,9 @@ for _ in $(seq 1 100); do "${ctr[@]}" version >/dev/null 2>&1 && break; sleep 0.
   --data-dir "$dir/store" -o "$dir/gcd.tar" >/dev/null
 "${ctr[@]}" image import "$dir/hello.tar" >/dev/null
 "${ctr[@]}" image import "$dir/gcd.tar" >/dev/null
+"$release/wasm_engine" image build build/fixtures/probe.wasm -t localhost/probe:latest \
+  --data-dir "$dir/store" -o "$dir/probe.tar" >/dev/null
+"${ctr[@]}" image import "$dir/probe.tar" >/dev/null
 mkdir -p "$dir/busybox/bin"
 cp /bin/busybox "$dir/busybox/bin/busybox"
 
@@ -71,3 +75,19 @@ mkdir -p "$dir/fn"
   localhost/gcd:latest gcd-serve >/dev/null
 for _ in $(seq 1 200); do [ -S "$dir/fn/fn.sock" ] && break; sleep 0.05; done
 "$release/socket-bench" "$dir/fn/fn.sock" "$CALLS" '[12,18]'
+
+echo "== SIGTERM of a spinning module: ctr task kill → task exit, 5 runs"
+for i in 1 2 3 4 5; do
+  "${ctr[@]}" run $fifo --rm --runtime io.containerd.wasmengine.v1 localhost/probe:latest \
+    "spin$i" /probe.wasm spin </dev/null >/dev/null 2>&1 &
+  runner=$!
+  for _ in $(seq 1 200); do
+    "${ctr[@]}" task ls 2>/dev/null | grep -q "^spin$i .*RUNNING" && break
+    sleep 0.05
+  done
+  start=$(date +%s%N)
+  "${ctr[@]}" task kill "spin$i"
+  status=0
+  wait "$runner" || status=$?
+  echo "run $i: exit $status after $(( ($(date +%s%N) - start) / 1000000 )) ms"
+done
