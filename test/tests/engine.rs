@@ -19,6 +19,14 @@ fn import(c: &Containerd, name: &str, spec: &ImageSpec) -> String {
     reference
 }
 
+/// Imports the core's WAT test module `name` as `localhost/{name}:{tag}`.
+fn import_wat(c: &Containerd, name: &str, spec: &ImageSpec, tag: &str) -> String {
+    let reference = format!("localhost/{name}:{tag}");
+    c.import_wasm(&core_wat(name), spec, &reference)
+        .expect("import");
+    reference
+}
+
 fn deploy(e: &Engine, name: &str, image: &str, wasi: bool) {
     e.deploy(json!({"function_name": name, "function_image": image, "wasi_cap": wasi}));
 }
@@ -251,14 +259,8 @@ fn error_statuses() {
     let (s, v) = e.invoke("fibonacci", json!(["abc"]));
     assert_eq!(s, 500, "{v}");
     assert!(v["message"].as_str().unwrap().contains("exit"), "{v}");
-    let commands = "localhost/commands:test";
-    c.import_wasm(
-        &core_wat("commands"),
-        &ImageSpec::classic("commands.wasm"),
-        commands,
-    )
-    .unwrap();
-    deploy(&e, "commands", commands, true);
+    let commands = import_wat(&c, "commands", &ImageSpec::classic("commands.wasm"), "test");
+    deploy(&e, "commands", &commands, true);
     let (s, v) = e.invoke("commands", json!(["exit"]));
     assert_eq!(s, 500, "{v}");
     let message = v["message"].as_str().unwrap();
@@ -294,13 +296,7 @@ fn error_statuses() {
 #[test]
 fn limits_give_their_status_and_fail_alone() {
     let (c, e) = setup();
-    let numbers = "localhost/numbers:test";
-    c.import_wasm(
-        &core_wat("numbers"),
-        &ImageSpec::artifact("numbers.wasm"),
-        numbers,
-    )
-    .unwrap();
+    let numbers = import_wat(&c, "numbers", &ImageSpec::artifact("numbers.wasm"), "test");
     e.deploy(
         json!({"function_name": "spin", "function_image": numbers, "wasi_cap": false,
                      "export": "spin", "timeout_ms": 200}),
@@ -319,13 +315,12 @@ fn limits_give_their_status_and_fail_alone() {
     assert!(v["message"].as_str().unwrap().contains("memory"), "{v}");
     // Fuel and the output cap, on a classic image (a precompiled artifact has no fuel
     // metering compiled in).
-    let numbers_classic = "localhost/numbers:classic";
-    c.import_wasm(
-        &core_wat("numbers"),
+    let numbers_classic = import_wat(
+        &c,
+        "numbers",
         &ImageSpec::classic("numbers.wasm"),
-        numbers_classic,
-    )
-    .unwrap();
+        "classic",
+    );
     e.deploy(
         json!({"function_name": "burn", "function_image": numbers_classic, "wasi_cap": false,
                      "export": "spin", "fuel": 1_000_000}),
@@ -333,13 +328,7 @@ fn limits_give_their_status_and_fail_alone() {
     let (s, v) = e.invoke("burn", json!([]));
     assert_eq!(s, 500, "{v}");
     assert!(v["message"].as_str().unwrap().contains("fuel"), "{v}");
-    let commands = "localhost/commands:test";
-    c.import_wasm(
-        &core_wat("commands"),
-        &ImageSpec::classic("commands.wasm"),
-        commands,
-    )
-    .unwrap();
+    let commands = import_wat(&c, "commands", &ImageSpec::classic("commands.wasm"), "test");
     e.deploy(
         json!({"function_name": "chatty", "function_image": commands, "wasi_cap": true,
                      "max_output_bytes": 1000}),
@@ -730,13 +719,7 @@ fn non_loopback_listen_needs_a_token() {
 fn sigterm_finishes_in_flight_calls_and_leaves_functions_running() {
     let c = Containerd::start().unwrap();
     let mut e = Engine::start(&c, &[]).unwrap();
-    let numbers = "localhost/numbers:test";
-    c.import_wasm(
-        &core_wat("numbers"),
-        &ImageSpec::artifact("numbers.wasm"),
-        numbers,
-    )
-    .unwrap();
+    let numbers = import_wat(&c, "numbers", &ImageSpec::artifact("numbers.wasm"), "test");
     e.deploy(
         json!({"function_name": "spin", "function_image": numbers, "wasi_cap": false,
                      "export": "spin", "timeout_ms": 1500}),
