@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{json, Value};
 use wasmengine_api::function::{
-    FunctionConfig, FunctionLimits, CACHE_DIR_IN_CONTAINER, ERROR_FILE_NAME,
+    FunctionConfig, FunctionLimits, CACHE_DIR_IN_CONTAINER, ERROR_FILE_NAME, MODULE_FILE_NAME,
     SOCKET_DIR_IN_CONTAINER, SOCKET_NAME,
 };
 use wasmengine_api::invoke::{ErrorCode, InvokeError};
@@ -240,6 +240,14 @@ impl Functions {
             .map_err(|e| ApiError::internal(format!("create {}: {e}", dir.display())))?;
         let _ = std::fs::remove_file(dir.join(SOCKET_NAME));
         let _ = std::fs::remove_file(dir.join(ERROR_FILE_NAME));
+        let _ = std::fs::remove_file(dir.join(MODULE_FILE_NAME));
+        let module_file = needs_module_file(req, &image);
+        if let (true, Some(layer)) = (module_file, &image.wasm_layer) {
+            let bytes = self.ctd.read_content(layer).await?;
+            let path = dir.join(MODULE_FILE_NAME);
+            std::fs::write(&path, bytes)
+                .map_err(|e| ApiError::internal(format!("write {}: {e}", path.display())))?;
+        }
 
         let snapshot_key = format!("wasmengine-{name}-{}", crate::containerd::unique());
         let mounts = self
@@ -547,6 +555,8 @@ impl Functions {
             limits: req.limits.clone(),
             concurrency: Some(self.defaults.concurrency),
             cache_dir: Some(CACHE_DIR_IN_CONTAINER.to_string()),
+            module: needs_module_file(req, image)
+                .then(|| format!("{SOCKET_DIR_IN_CONTAINER}/{MODULE_FILE_NAME}")),
         };
         let mut env: BTreeMap<String, String> = BTreeMap::new();
         env.insert(
@@ -726,6 +736,13 @@ fn function_error(name: &str, status: u16, body: &[u8]) -> (ApiError, String) {
             "unknown".into(),
         ),
     }
+}
+
+/// Whether the shim must load an artifact's module from a file the engine writes, rather than
+/// the layer the library hands it: the library may hand over its precompiled form, built
+/// without the fuel metering a fuel limit needs.
+fn needs_module_file(req: &DeployRequest, image: &ResolvedImage) -> bool {
+    req.limits.fuel.is_some() && image.wasm_layer.is_some()
 }
 
 #[cfg(test)]

@@ -23,6 +23,8 @@ pub struct ResolvedImage {
     pub env: Vec<String>,
     /// Layers to unpack (empty for a Wasm artifact: the shim reads its layer from content).
     pub layers: Vec<Descriptor>,
+    /// A Wasm artifact's module layer (its digest in the content store).
+    pub wasm_layer: Option<String>,
     pub diff_ids: Vec<String>,
 }
 
@@ -77,14 +79,16 @@ pub async fn resolve(ctd: &Containerd, target: &Descriptor) -> ApiResult<Resolve
     args.extend(strings(&config["config"]["Cmd"]));
     let env = strings(&config["config"]["Env"]);
 
-    let wasm_layers = layers
+    let wasm_layers: Vec<&Descriptor> = layers
         .iter()
         .filter(|l| {
             l.media_type == media::WASM_LAYER || l.media_type == media::WASM_COMPONENT_LAYER
         })
-        .count();
-    if wasm_layers > 0 {
-        if wasm_layers > 1 {
+        .collect();
+    if let [wasm_layer, ..] = wasm_layers.as_slice() {
+        let wasm_layer = wasm_layer.digest.clone();
+        if wasm_layers.len() > 1 {
+            let wasm_layers = wasm_layers.len();
             return Err(ApiError::unprocessable(format!(
                 "image holds {wasm_layers} Wasm layers: a function runs exactly one module"
             )));
@@ -98,6 +102,7 @@ pub async fn resolve(ctd: &Containerd, target: &Descriptor) -> ApiResult<Resolve
             args,
             env,
             layers: Vec::new(),
+            wasm_layer: Some(wasm_layer),
             diff_ids: Vec::new(),
         });
     }
@@ -124,6 +129,7 @@ pub async fn resolve(ctd: &Containerd, target: &Descriptor) -> ApiResult<Resolve
         args,
         env,
         layers,
+        wasm_layer: None,
         diff_ids,
     })
 }

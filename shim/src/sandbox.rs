@@ -101,7 +101,14 @@ struct Job {
 impl Job {
     fn run(self, handle_tx: oneshot::Sender<InterruptHandle>) -> i32 {
         let config = FunctionConfig::from_env(&self.env);
-        let module = match self.module {
+        // The engine may name a module file to load instead of the image's (see ENV_MODULE).
+        let module = match &config {
+            Ok(Some(FunctionConfig {
+                module: Some(path), ..
+            })) => source::from_file(Path::new(path)),
+            _ => self.module,
+        };
+        let module = match module {
             Ok(m) => m,
             Err(e) => {
                 if let Ok(Some(config)) = &config {

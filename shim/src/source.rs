@@ -3,7 +3,8 @@
 //!   precompiled form, from an earlier container of the same image);
 //! - a classic image: the file the entrypoint names, in the rootfs (`/` inside the
 //!   container);
-//! - a classic image without an entrypoint: the one `.wasm` file at the rootfs root.
+//! - a classic image without an entrypoint: the one `.wasm` file at the rootfs root;
+//! - in serve mode, a module file the engine names (`WASMENGINE_MODULE`), which wins.
 
 use std::path::{Path, PathBuf};
 
@@ -66,6 +67,19 @@ pub fn locate(entry: &Entrypoint, args: &[String], root: &Path) -> anyhow::Resul
             })
         }
     }
+}
+
+/// Reads the module at `path` (a path inside the container), named by the engine.
+pub fn from_file(path: &Path) -> anyhow::Result<Module> {
+    let bytes = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
+    check_magic(path, &bytes)?;
+    let shown = path.display().to_string();
+    Ok(Module {
+        bytes,
+        precompiled: false,
+        origin: shown.clone(),
+        argv: vec![shown],
+    })
 }
 
 /// Whether this shim can run the container: an OCI Wasm layer, or a Wasm file to read.

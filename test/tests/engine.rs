@@ -313,21 +313,33 @@ fn limits_give_their_status_and_fail_alone() {
     let (s, v) = e.invoke("grow", json!([]));
     assert_eq!(s, 500, "{v}");
     assert!(v["message"].as_str().unwrap().contains("memory"), "{v}");
-    // Fuel and the output cap, on a classic image (a precompiled artifact has no fuel
-    // metering compiled in).
+    // Fuel, on both layouts. The artifact's earlier containers left a precompiled form
+    // (without fuel metering) in containerd: the engine hands the shim the module itself.
     let numbers_classic = import_wat(
         &c,
         "numbers",
         &ImageSpec::classic("numbers.wasm"),
         "classic",
     );
-    e.deploy(
-        json!({"function_name": "burn", "function_image": numbers_classic, "wasi_cap": false,
-                     "export": "spin", "fuel": 1_000_000}),
+    for (name, image) in [("burn", &numbers_classic), ("burn-artifact", &numbers)] {
+        e.deploy(
+            json!({"function_name": name, "function_image": image, "wasi_cap": false,
+                        "export": "spin", "fuel": 1_000_000}),
+        );
+        let (s, v) = e.invoke(name, json!([]));
+        assert_eq!(s, 500, "{name}: {v}");
+        assert!(
+            v["message"].as_str().unwrap().contains("fuel"),
+            "{name}: {v}"
+        );
+    }
+    assert!(
+        c.log().lines().any(
+            |l| l.contains("loaded burn-artifact") && l.contains("/run/wasmengine/module.wasm")
+        ),
+        "{}",
+        c.log()
     );
-    let (s, v) = e.invoke("burn", json!([]));
-    assert_eq!(s, 500, "{v}");
-    assert!(v["message"].as_str().unwrap().contains("fuel"), "{v}");
     let commands = import_wat(&c, "commands", &ImageSpec::classic("commands.wasm"), "test");
     e.deploy(
         json!({"function_name": "chatty", "function_image": commands, "wasi_cap": true,
