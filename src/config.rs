@@ -32,10 +32,18 @@ pub struct ServeArgs {
     #[arg(long, env = "WASMENGINE_LISTEN", default_value = "127.0.0.1:10000")]
     pub listen: SocketAddr,
 
-    /// containerd's socket. Default: /run/containerd/containerd.sock when it answers, else a
-    /// private containerd started under --data-dir (stopped on shutdown).
+    /// containerd's socket. Default: the system containerd (--system-containerd-address) when
+    /// it answers, else a private containerd started under --data-dir (stopped on shutdown).
     #[arg(long, env = "WASMENGINE_CONTAINERD_ADDRESS")]
     pub containerd_address: Option<PathBuf>,
+
+    /// Where the system containerd is looked for when --containerd-address is not given.
+    #[arg(
+        long,
+        env = "WASMENGINE_SYSTEM_CONTAINERD_ADDRESS",
+        default_value = crate::embedded::SYSTEM_SOCKET
+    )]
+    pub system_containerd_address: PathBuf,
 
     /// Always use a private containerd under --data-dir, even if the system one answers.
     #[arg(long, env = "WASMENGINE_EMBEDDED_CONTAINERD")]

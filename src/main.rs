@@ -35,7 +35,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     args.validate().map_err(anyhow::Error::msg)?;
     std::fs::create_dir_all(&args.data_dir)?;
 
-    let system = std::path::Path::new(embedded::SYSTEM_SOCKET);
+    let system = args.system_containerd_address.as_path();
     let (address, private) = match &args.containerd_address {
         Some(a) => (a.clone(), None),
         None if !args.embedded_containerd && embedded::answers(system).await => {

@@ -826,3 +826,52 @@ fn embedded_containerd_is_started_reused_and_stopped() {
             .join(format!("we-embedded-{}", std::process::id())),
     );
 }
+
+#[test]
+fn without_an_address_the_system_containerd_is_used_else_a_private_one() {
+    // A system containerd that answers is used (here: the test's, standing in for
+    // /run/containerd/containerd.sock).
+    let c = Containerd::start().unwrap();
+    let e = Engine::start_with(vec![
+        "--system-containerd-address".into(),
+        c.address.display().to_string(),
+        "--namespace".into(),
+        c.namespace.clone(),
+    ])
+    .unwrap();
+    assert_eq!(e.get("/healthz").0, 200, "{}", e.log());
+    assert!(
+        e.log().contains("using the system containerd"),
+        "{}",
+        e.log()
+    );
+    assert!(!e.data_dir.path().join("containerd").exists());
+    let gcd = import(&c, "gcd", &ImageSpec::classic("gcd.wasm"));
+    deploy(&e, "gcd", &gcd, false);
+    assert_eq!(result(&e, "gcd", json!([12, 18])), "6");
+    drop(e);
+
+    // None answers: the engine starts its private containerd, and stops it on shutdown.
+    let nowhere = tempfile::tempdir().unwrap();
+    let mut e = Engine::start_with(vec![
+        "--system-containerd-address".into(),
+        nowhere.path().join("containerd.sock").display().to_string(),
+        "--namespace".into(),
+        format!("we-default-{}", std::process::id()),
+    ])
+    .unwrap();
+    assert_eq!(e.get("/healthz").0, 200, "{}", e.log());
+    let pid_file = e.data_dir.path().join("containerd/containerd.pid");
+    let ctd_pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(e.terminate().is_some_and(|s| s.success()), "{}", e.log());
+    assert!(
+        eventually(Duration::from_secs(10), || unsafe {
+            libc::kill(ctd_pid, 0) != 0
+        }),
+        "private containerd {ctd_pid} still running"
+    );
+}
