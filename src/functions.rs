@@ -241,8 +241,7 @@ impl Functions {
         let _ = std::fs::remove_file(dir.join(SOCKET_NAME));
         let _ = std::fs::remove_file(dir.join(ERROR_FILE_NAME));
         let _ = std::fs::remove_file(dir.join(MODULE_FILE_NAME));
-        let module_file = needs_module_file(req, &image);
-        if let (true, Some(layer)) = (module_file, &image.wasm_layer) {
+        if let Some(layer) = module_file_layer(req, &image) {
             let bytes = self.ctd.read_content(layer).await?;
             let path = dir.join(MODULE_FILE_NAME);
             std::fs::write(&path, bytes)
@@ -555,8 +554,8 @@ impl Functions {
             limits: req.limits.clone(),
             concurrency: Some(self.defaults.concurrency),
             cache_dir: Some(CACHE_DIR_IN_CONTAINER.to_string()),
-            module: needs_module_file(req, image)
-                .then(|| format!("{SOCKET_DIR_IN_CONTAINER}/{MODULE_FILE_NAME}")),
+            module: module_file_layer(req, image)
+                .map(|_| format!("{SOCKET_DIR_IN_CONTAINER}/{MODULE_FILE_NAME}")),
         };
         let mut env: BTreeMap<String, String> = BTreeMap::new();
         env.insert(
@@ -738,11 +737,14 @@ fn function_error(name: &str, status: u16, body: &[u8]) -> (ApiError, String) {
     }
 }
 
-/// Whether the shim must load an artifact's module from a file the engine writes, rather than
-/// the layer the library hands it: the library may hand over its precompiled form, built
-/// without the fuel metering a fuel limit needs.
-fn needs_module_file(req: &DeployRequest, image: &ResolvedImage) -> bool {
-    req.limits.fuel.is_some() && image.wasm_layer.is_some()
+/// The artifact layer the engine writes as the shim's module file, when the shim must not load
+/// the layer the library hands it: that may be the library's precompiled form, built without
+/// the fuel metering a fuel limit needs.
+fn module_file_layer<'a>(req: &DeployRequest, image: &'a ResolvedImage) -> Option<&'a str> {
+    image
+        .wasm_layer
+        .as_deref()
+        .filter(|_| req.limits.fuel.is_some())
 }
 
 #[cfg(test)]

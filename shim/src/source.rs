@@ -51,34 +51,30 @@ pub fn locate(entry: &Entrypoint, args: &[String], root: &Path) -> anyhow::Resul
         }
         Source::File(path) => {
             let (file, rest) = resolve(path, args, root)?;
-            let bytes = std::fs::read(&file).with_context(|| format!("read {}", file.display()))?;
-            check_magic(&file, &bytes)?;
-            let shown = Path::new("/")
-                .join(file.strip_prefix(root).unwrap_or(&file))
-                .display()
-                .to_string();
-            let mut argv = vec![shown.clone()];
-            argv.extend_from_slice(rest);
-            Ok(Module {
-                bytes,
-                precompiled: false,
-                origin: shown,
-                argv,
-            })
+            let shown = Path::new("/").join(file.strip_prefix(root).unwrap_or(&file));
+            read_file(&file, &shown, rest)
         }
     }
 }
 
 /// Reads the module at `path` (a path inside the container), named by the engine.
 pub fn from_file(path: &Path) -> anyhow::Result<Module> {
-    let bytes = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
-    check_magic(path, &bytes)?;
-    let shown = path.display().to_string();
+    read_file(path, path, &[])
+}
+
+/// Reads a module file; `shown` is its path as the module sees it (argv[0]), `rest` the
+/// arguments that follow.
+fn read_file(file: &Path, shown: &Path, rest: &[String]) -> anyhow::Result<Module> {
+    let bytes = std::fs::read(file).with_context(|| format!("read {}", file.display()))?;
+    check_magic(file, &bytes)?;
+    let shown = shown.display().to_string();
+    let mut argv = vec![shown.clone()];
+    argv.extend_from_slice(rest);
     Ok(Module {
         bytes,
         precompiled: false,
-        origin: shown.clone(),
-        argv: vec![shown],
+        origin: shown,
+        argv,
     })
 }
 

@@ -27,6 +27,20 @@ fn import_wat(c: &Containerd, name: &str, spec: &ImageSpec, tag: &str) -> String
     reference
 }
 
+/// Runs `wasm_engine ARGS --data-dir DATA_DIR`, with `DOCKER_CONFIG` if given.
+fn image_cmd(
+    data_dir: &std::path::Path,
+    args: &[&str],
+    docker_config: Option<&std::path::Path>,
+) -> std::process::Output {
+    let mut cmd = std::process::Command::new(wasmengine_e2e::release_dir().join("wasm_engine"));
+    cmd.args(args).arg("--data-dir").arg(data_dir);
+    if let Some(dir) = docker_config {
+        cmd.env("DOCKER_CONFIG", dir);
+    }
+    cmd.output().unwrap()
+}
+
 fn deploy(e: &Engine, name: &str, image: &str, wasi: bool) {
     e.deploy(json!({"function_name": name, "function_image": image, "wasi_cap": wasi}));
 }
@@ -424,7 +438,6 @@ fn pull_from_registry_both_layouts_and_media_types() {
     assert!(images.contains(&classic), "{images}");
 
     // `wasm_engine image build` + `push`, then deploy from the registry.
-    let engine = wasmengine_e2e::release_dir().join("wasm_engine");
     let store = tempfile::tempdir().unwrap();
     let file = store.path().join("echo.wasm");
     std::fs::write(&file, app("echo-string")).unwrap();
@@ -440,12 +453,7 @@ fn pull_from_registry_both_layouts_and_media_types() {
         ],
         vec!["image", "push", &reference],
     ] {
-        let out = std::process::Command::new(&engine)
-            .args(&args)
-            .arg("--data-dir")
-            .arg(store.path())
-            .output()
-            .unwrap();
+        let out = image_cmd(store.path(), &args, None);
         assert!(
             out.status.success(),
             "{args:?}: {}",
@@ -504,27 +512,27 @@ fn registry_credentials_come_from_docker_config() {
     let file = store.path().join("echo.wasm");
     std::fs::write(&file, app("echo-string")).unwrap();
     let reference = format!("{}/private/echo-string:v1", reg.host());
-    let image_cmd = |args: &[&str], docker_config: &std::path::Path| {
-        std::process::Command::new(wasmengine_e2e::release_dir().join("wasm_engine"))
-            .args(args)
-            .arg("--data-dir")
-            .arg(store.path())
-            .env("DOCKER_CONFIG", docker_config)
-            .output()
-            .unwrap()
-    };
     let out = image_cmd(
+        store.path(),
         &["image", "build", file.to_str().unwrap(), "-t", &reference],
-        nowhere.path(),
+        None,
     );
     assert!(out.status.success(), "{out:?}");
-    let out = image_cmd(&["image", "push", &reference], nowhere.path());
+    let out = image_cmd(
+        store.path(),
+        &["image", "push", &reference],
+        Some(nowhere.path()),
+    );
     assert!(!out.status.success(), "push without an account: {out:?}");
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("credentials"),
         "{out:?}"
     );
-    let out = image_cmd(&["image", "push", &reference], config.path());
+    let out = image_cmd(
+        store.path(),
+        &["image", "push", &reference],
+        Some(config.path()),
+    );
     assert!(out.status.success(), "{out:?}");
     e.deploy(
         json!({"function_name": "echo-string", "function_image": reference, "wasi_cap": false}),
