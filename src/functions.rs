@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{json, Value};
 use wasmengine_api::function::{
-    FunctionConfig, FunctionLimits, CACHE_DIR_IN_CONTAINER, ERROR_FILE_NAME, MODULE_FILE_NAME,
+    FunctionConfig, FunctionLimits, CACHE_DIR_IN_CONTAINER, ERROR_FILE_NAME,
     SOCKET_DIR_IN_CONTAINER, SOCKET_NAME,
 };
 use wasmengine_api::invoke::{ErrorCode, InvokeError};
@@ -240,13 +240,6 @@ impl Functions {
             .map_err(|e| ApiError::internal(format!("create {}: {e}", dir.display())))?;
         let _ = std::fs::remove_file(dir.join(SOCKET_NAME));
         let _ = std::fs::remove_file(dir.join(ERROR_FILE_NAME));
-        let _ = std::fs::remove_file(dir.join(MODULE_FILE_NAME));
-        if let Some(layer) = module_file_layer(req, &image) {
-            let bytes = self.ctd.read_content(layer).await?;
-            let path = dir.join(MODULE_FILE_NAME);
-            std::fs::write(&path, bytes)
-                .map_err(|e| ApiError::internal(format!("write {}: {e}", path.display())))?;
-        }
 
         let snapshot_key = format!("wasmengine-{name}-{}", crate::containerd::unique());
         let mounts = self
@@ -554,8 +547,6 @@ impl Functions {
             limits: req.limits.clone(),
             concurrency: Some(self.defaults.concurrency),
             cache_dir: Some(CACHE_DIR_IN_CONTAINER.to_string()),
-            module: module_file_layer(req, image)
-                .map(|_| format!("{SOCKET_DIR_IN_CONTAINER}/{MODULE_FILE_NAME}")),
         };
         let mut env: BTreeMap<String, String> = BTreeMap::new();
         env.insert(
@@ -735,16 +726,6 @@ fn function_error(name: &str, status: u16, body: &[u8]) -> (ApiError, String) {
             "unknown".into(),
         ),
     }
-}
-
-/// The artifact layer the engine writes as the shim's module file, when the shim must not load
-/// the layer the library hands it: that may be the library's precompiled form, built without
-/// the fuel metering a fuel limit needs.
-fn module_file_layer<'a>(req: &DeployRequest, image: &'a ResolvedImage) -> Option<&'a str> {
-    image
-        .wasm_layer
-        .as_deref()
-        .filter(|_| req.limits.fuel.is_some())
 }
 
 #[cfg(test)]

@@ -23,8 +23,6 @@ pub struct ResolvedImage {
     pub env: Vec<String>,
     /// Layers to unpack (empty for a Wasm artifact: the shim reads its layer from content).
     pub layers: Vec<Descriptor>,
-    /// A Wasm artifact's module layer (its digest in the content store).
-    pub wasm_layer: Option<String>,
     pub diff_ids: Vec<String>,
 }
 
@@ -85,8 +83,7 @@ pub async fn resolve(ctd: &Containerd, target: &Descriptor) -> ApiResult<Resolve
             l.media_type == media::WASM_LAYER || l.media_type == media::WASM_COMPONENT_LAYER
         })
         .collect();
-    if let [wasm_layer, ..] = wasm_layers.as_slice() {
-        let wasm_layer = wasm_layer.digest.clone();
+    if !wasm_layers.is_empty() {
         if wasm_layers.len() > 1 {
             let wasm_layers = wasm_layers.len();
             return Err(ApiError::unprocessable(format!(
@@ -102,7 +99,6 @@ pub async fn resolve(ctd: &Containerd, target: &Descriptor) -> ApiResult<Resolve
             args,
             env,
             layers: Vec::new(),
-            wasm_layer: Some(wasm_layer),
             diff_ids: Vec::new(),
         });
     }
@@ -129,7 +125,6 @@ pub async fn resolve(ctd: &Containerd, target: &Descriptor) -> ApiResult<Resolve
         args,
         env,
         layers,
-        wasm_layer: None,
         diff_ids,
     })
 }

@@ -31,12 +31,6 @@ pub const SOCKET_DIR_IN_CONTAINER: &str = "/run/wasmengine";
 pub const SOCKET_NAME: &str = "fn.sock";
 /// A serving function that cannot start writes why into this file next to its socket.
 pub const ERROR_FILE_NAME: &str = "error";
-/// Serve mode: the path (inside the container) of a module file to load instead of the
-/// image's own. The engine puts an artifact's Wasm layer there when the library's precompiled
-/// form cannot serve the function: a fuel limit needs a module compiled with fuel metering.
-pub const ENV_MODULE: &str = "WASMENGINE_MODULE";
-/// The module file's name in the socket directory.
-pub const MODULE_FILE_NAME: &str = "module.wasm";
 
 /// Limits of one function; `None` means the runtime default.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,8 +55,6 @@ pub struct FunctionConfig {
     pub limits: FunctionLimits,
     pub concurrency: Option<u32>,
     pub cache_dir: Option<String>,
-    /// See [`ENV_MODULE`].
-    pub module: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -142,7 +134,6 @@ impl FunctionConfig {
         );
         put(ENV_CONCURRENCY, self.concurrency.map(|v| v.to_string()));
         put(ENV_CACHE_DIR, self.cache_dir.clone());
-        put(ENV_MODULE, self.module.clone());
         env
     }
 
@@ -173,7 +164,6 @@ impl FunctionConfig {
             limits: FunctionLimits::from_env(env)?,
             concurrency: num(ENV_CONCURRENCY, get_env(env, ENV_CONCURRENCY))?,
             cache_dir: get(ENV_CACHE_DIR).filter(|d| !d.is_empty()),
-            module: get(ENV_MODULE).filter(|m| !m.is_empty()),
         }))
     }
 }
@@ -197,7 +187,6 @@ mod tests {
             },
             concurrency: Some(8),
             cache_dir: Some("/run/wasmengine-cache".into()),
-            module: Some("/run/wasmengine/module.wasm".into()),
         };
         let mut env = vec!["PATH=/bin".to_string()];
         env.extend(config.to_env());

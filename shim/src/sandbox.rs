@@ -101,14 +101,7 @@ struct Job {
 impl Job {
     fn run(self, handle_tx: oneshot::Sender<InterruptHandle>) -> i32 {
         let config = FunctionConfig::from_env(&self.env);
-        // The engine may name a module file to load instead of the image's (see ENV_MODULE).
-        let module = match &config {
-            Ok(Some(FunctionConfig {
-                module: Some(path), ..
-            })) => source::from_file(Path::new(path)),
-            _ => self.module,
-        };
-        let module = match module {
+        let module = match self.module {
             Ok(m) => m,
             Err(e) => {
                 if let Ok(Some(config)) = &config {
@@ -153,32 +146,25 @@ fn load(
     config.cache_dir = cache_dir.map(std::path::PathBuf::from);
     let runtime = Runtime::new(config).map_err(|e| format!("cannot create the engine: {e:#}"))?;
     let _ = handle_tx.send(runtime.interrupt_handle());
-    let loaded = if module.precompiled {
+    // A fuel limit needs code compiled with fuel metering, which the precompiled form lacks:
+    // then the module itself is compiled (once, where a cache directory is given).
+    let precompiled = module.precompiled.as_deref().filter(|_| !fuel);
+    let function = match precompiled {
         // SAFETY: precompiled layers come from containerd's content store, written there
         // by this shim's compiler (the library labels them with our compatibility key).
-        unsafe { runtime.load_precompiled(&module.bytes, spec) }
-    } else {
-        runtime.load(&module.bytes, spec)
-    };
-    let function = loaded.map_err(|e| {
-        if fuel && module.precompiled {
-            format!("{e} (a fuel limit needs the module compiled with fuel metering; precompiled layers are not)")
-        } else {
-            e.to_string()
-        }
-    })?;
+        Some(artifact) => unsafe { runtime.load_precompiled(artifact, spec) },
+        None => runtime.load(&module.wasm, spec),
+    }
+    .map_err(|e| e.to_string())?;
     log::info!(
         "loaded {} from {} as a {} function ({})",
         spec.name,
         module.origin,
         function.kind(),
-        if module.precompiled {
-            "precompiled"
-        } else {
-            match function.load_source() {
-                wasmengine_core::LoadSource::Compiled => "compiled now",
-                _ => "from the module cache",
-            }
+        match function.load_source() {
+            _ if precompiled.is_some() => "precompiled",
+            wasmengine_core::LoadSource::Compiled => "compiled now",
+            _ => "from the module cache",
         }
     );
     Ok(function)

@@ -8,6 +8,7 @@ use wasmengine_core::Runtime;
 
 use crate::sandbox::WasmEngineSandbox;
 use crate::settings;
+use crate::source;
 
 pub struct WasmEngineShim;
 
@@ -39,14 +40,16 @@ impl Shim for WasmEngineShim {
 
 /// Precompiles Wasm layers in the shim process when a container is created; the library
 /// stores the results in containerd's content store and hands them to the next container of
-/// the same image instead of the layer.
+/// the same image instead of the layer. A result is a [`source::bundle`] that keeps the layer
+/// too, for containers whose limits need another compilation.
 pub struct WasmEngineCompiler {
     runtime: Runtime,
 }
 
 impl Compiler for WasmEngineCompiler {
     fn cache_key(&self) -> impl Hash {
-        self.runtime.compatibility_key().to_string()
+        // The bundle's layout is part of what a stored result must match.
+        format!("{}+bundle1", self.runtime.compatibility_key())
     }
 
     async fn compile(&self, layers: &[WasmLayer]) -> anyhow::Result<Vec<Option<Vec<u8>>>> {
@@ -62,7 +65,7 @@ impl Compiler for WasmEngineCompiler {
                         layer.layer.len(),
                         artifact.len()
                     );
-                    Ok(Some(artifact))
+                    Ok(Some(source::bundle(&artifact, &layer.layer)))
                 }
                 _ => Ok(None),
             })

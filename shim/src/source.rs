@@ -1,10 +1,10 @@
 //! Where a container's module comes from:
-//! - a Wasm OCI artifact: the library hands over the `application/wasm` layer (or its
-//!   precompiled form, from an earlier container of the same image);
+//! - a Wasm OCI artifact: the library hands over the `application/wasm` layer, or what this
+//!   shim's compiler made of it for an earlier container of the same image (a [`bundle`]: the
+//!   precompiled module and the layer itself);
 //! - a classic image: the file the entrypoint names, in the rootfs (`/` inside the
 //!   container);
-//! - a classic image without an entrypoint: the one `.wasm` file at the rootfs root;
-//! - in serve mode, a module file the engine names (`WASMENGINE_MODULE`), which wins.
+//! - a classic image without an entrypoint: the one `.wasm` file at the rootfs root.
 
 use std::path::{Path, PathBuf};
 
@@ -12,9 +12,9 @@ use anyhow::{bail, Context};
 use containerd_shim_wasm::sandbox::context::{Entrypoint, Source};
 
 pub struct Module {
-    pub bytes: Vec<u8>,
-    /// The bytes are a precompiled artifact from the content store, not Wasm.
-    pub precompiled: bool,
+    pub wasm: Vec<u8>,
+    /// The module precompiled by this shim's compiler, when the content store had it.
+    pub precompiled: Option<Vec<u8>>,
     /// Where it came from, for messages.
     pub origin: String,
     /// argv for a WASI command: the module's path, then the arguments meant for it.
@@ -26,12 +26,21 @@ pub struct Module {
 pub fn locate(entry: &Entrypoint, args: &[String], root: &Path) -> anyhow::Result<Module> {
     match &entry.source {
         Source::Oci(layers) => {
-            let bytes = entry.source.as_bytes()?.into_owned();
-            let precompiled = entry.source.is_precompiled()?;
+            let bytes = entry.source.as_bytes()?;
+            let (wasm, precompiled) = if entry.source.is_precompiled()? {
+                let (precompiled, wasm) = unbundle(&bytes)?;
+                (wasm.to_vec(), Some(precompiled.to_vec()))
+            } else {
+                (bytes.into_owned(), None)
+            };
             let origin = layers
                 .first()
                 .map(|l| format!("OCI layer {}", l.config.digest()))
                 .unwrap_or_default();
+            let origin = match precompiled {
+                Some(_) => format!("{origin} (with its precompiled form)"),
+                None => origin,
+            };
             let mut argv = args.to_vec();
             match argv.first_mut() {
                 Some(first) if !strip_func(first).is_empty() => {
@@ -43,7 +52,7 @@ pub fn locate(entry: &Entrypoint, args: &[String], root: &Path) -> anyhow::Resul
                 None => argv.push("module.wasm".into()),
             }
             Ok(Module {
-                bytes,
+                wasm,
                 precompiled,
                 origin,
                 argv,
@@ -57,11 +66,6 @@ pub fn locate(entry: &Entrypoint, args: &[String], root: &Path) -> anyhow::Resul
     }
 }
 
-/// Reads the module at `path` (a path inside the container), named by the engine.
-pub fn from_file(path: &Path) -> anyhow::Result<Module> {
-    read_file(path, path, &[])
-}
-
 /// Reads a module file; `shown` is its path as the module sees it (argv[0]), `rest` the
 /// arguments that follow.
 fn read_file(file: &Path, shown: &Path, rest: &[String]) -> anyhow::Result<Module> {
@@ -71,8 +75,8 @@ fn read_file(file: &Path, shown: &Path, rest: &[String]) -> anyhow::Result<Modul
     let mut argv = vec![shown.clone()];
     argv.extend_from_slice(rest);
     Ok(Module {
-        bytes,
-        precompiled: false,
+        wasm: bytes,
+        precompiled: None,
         origin: shown,
         argv,
     })
@@ -92,6 +96,36 @@ pub fn check(entry: &Entrypoint, args: &[String], root: &Path) -> anyhow::Result
             check_magic(&file, &head)
         }
     }
+}
+
+const BUNDLE_MAGIC: &[u8; 8] = b"wemod\0\0\x01";
+
+/// What the compiler stores in containerd for a Wasm layer: the precompiled module, and the
+/// layer itself for containers the precompiled form cannot serve (a fuel limit needs code
+/// compiled with fuel metering). Laid out as magic, the precompiled length (u64, little
+/// endian), the precompiled bytes, the Wasm bytes.
+pub fn bundle(precompiled: &[u8], wasm: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 + precompiled.len() + wasm.len());
+    out.extend_from_slice(BUNDLE_MAGIC);
+    out.extend_from_slice(&(precompiled.len() as u64).to_le_bytes());
+    out.extend_from_slice(precompiled);
+    out.extend_from_slice(wasm);
+    out
+}
+
+/// The precompiled module and the Wasm of a [`bundle`].
+fn unbundle(bytes: &[u8]) -> anyhow::Result<(&[u8], &[u8])> {
+    let rest = bytes
+        .strip_prefix(BUNDLE_MAGIC)
+        .context("the precompiled layer was not made by this shim's compiler")?;
+    let (len, rest) = rest
+        .split_first_chunk::<8>()
+        .context("the precompiled layer is truncated")?;
+    let len = usize::try_from(u64::from_le_bytes(*len))?;
+    anyhow::ensure!(len <= rest.len(), "the precompiled layer is truncated");
+    let (precompiled, wasm) = rest.split_at(len);
+    check_magic(Path::new("the precompiled layer's module"), wasm)?;
+    Ok((precompiled, wasm))
 }
 
 fn strip_func(arg0: &str) -> &str {
@@ -193,5 +227,19 @@ mod tests {
         let (file, rest) = resolve(Path::new("30"), &args, dir.path()).unwrap();
         assert_eq!((file, rest), (dir.path().join("fib.wasm"), &args[..]));
         assert_eq!(strip_func("/fn.wasm#gcd"), "/fn.wasm");
+    }
+
+    #[test]
+    fn bundles_keep_both_forms() {
+        let packed = bundle(b"machine code", b"\0asm\x01\0\0\0");
+        let (precompiled, wasm) = unbundle(&packed).unwrap();
+        assert_eq!(precompiled, b"machine code");
+        assert_eq!(wasm, b"\0asm\x01\0\0\0");
+        let err = unbundle(b"machine code").unwrap_err().to_string();
+        assert!(err.contains("not made by this shim"), "{err}");
+        let err = unbundle(&packed[..20]).unwrap_err().to_string();
+        assert!(err.contains("truncated"), "{err}");
+        let err = format!("{:#}", unbundle(&bundle(b"x", b"text")).unwrap_err());
+        assert!(err.contains("not a WebAssembly module"), "{err}");
     }
 }
