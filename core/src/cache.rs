@@ -1,4 +1,4 @@
-//! Compiled modules. A module is compiled once per process (kept in memory) and once per
+//! Compiled modules and components. A module is compiled once per process (kept in memory) and once per
 //! machine (kept on disk as a precompiled artifact). The disk key is the module's SHA-256
 //! together with the engine's compatibility hash, which covers the wasmtime version and every
 //! code-generation setting, so an artifact is only ever loaded by an engine that could have
@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use sha2::{Digest, Sha256};
+use wasmtime::component::Component;
 use wasmtime::{Engine, Module};
 
 use crate::error::LoadError;
@@ -28,7 +29,58 @@ pub enum LoadSource {
 pub struct ModuleCache {
     dir: Option<PathBuf>,
     engine_key: String,
-    modules: Mutex<HashMap<String, Module>>,
+    modules: Mutex<HashMap<String, Compiled>>,
+}
+
+/// A compiled core module or component.
+#[derive(Clone)]
+pub enum Compiled {
+    Module(Module),
+    Component(Component),
+}
+
+/// Whether `bytes` are a component (binary layer 1) rather than a core module.
+pub fn is_component(bytes: &[u8]) -> bool {
+    bytes.starts_with(b"\0asm") && bytes.get(6..8) == Some(&[1, 0])
+}
+
+impl Compiled {
+    fn compile(engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Compiled> {
+        Ok(if is_component(bytes) {
+            Compiled::Component(Component::new(engine, bytes)?)
+        } else {
+            Compiled::Module(Module::new(engine, bytes)?)
+        })
+    }
+
+    /// # Safety
+    /// `bytes` must be a precompiled artifact from a trusted compilation.
+    pub unsafe fn deserialize(engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Compiled> {
+        Ok(match Engine::detect_precompiled(bytes) {
+            Some(wasmtime::Precompiled::Component) => {
+                Compiled::Component(unsafe { Component::deserialize(engine, bytes)? })
+            }
+            _ => Compiled::Module(unsafe { Module::deserialize(engine, bytes)? }),
+        })
+    }
+
+    /// # Safety
+    /// As [`Compiled::deserialize`], for a file.
+    unsafe fn deserialize_file(engine: &Engine, path: &Path) -> wasmtime::Result<Compiled> {
+        Ok(match Engine::detect_precompiled_file(path)? {
+            Some(wasmtime::Precompiled::Component) => {
+                Compiled::Component(unsafe { Component::deserialize_file(engine, path)? })
+            }
+            _ => Compiled::Module(unsafe { Module::deserialize_file(engine, path)? }),
+        })
+    }
+
+    fn serialize(&self) -> wasmtime::Result<Vec<u8>> {
+        match self {
+            Compiled::Module(m) => m.serialize(),
+            Compiled::Component(c) => c.serialize(),
+        }
+    }
 }
 
 /// Feeds `Hash` output into SHA-256, so the engine's compatibility hash gives the same key in
@@ -66,7 +118,7 @@ impl ModuleCache {
     }
 
     /// The compiled module for `bytes`, compiling only if neither cache has it.
-    pub fn load(&self, engine: &Engine, bytes: &[u8]) -> Result<(Module, LoadSource), LoadError> {
+    pub fn load(&self, engine: &Engine, bytes: &[u8]) -> Result<(Compiled, LoadSource), LoadError> {
         let digest = digest(bytes);
         if let Some(m) = self.modules.lock().unwrap().get(&digest) {
             return Ok((m.clone(), LoadSource::Memory));
@@ -75,8 +127,8 @@ impl ModuleCache {
         let (module, source) = match path.as_deref().and_then(|p| read_artifact(engine, p)) {
             Some(m) => (m, LoadSource::Disk),
             None => {
-                let m =
-                    Module::new(engine, bytes).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+                let m = Compiled::compile(engine, bytes)
+                    .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
                 if let Some(p) = &path {
                     if let Err(e) = write_artifact(&m, p) {
                         tracing::warn!(path = %p.display(), "cannot write precompiled module: {e:#}");
@@ -99,14 +151,14 @@ impl ModuleCache {
     }
 }
 
-fn read_artifact(engine: &Engine, path: &Path) -> Option<Module> {
+fn read_artifact(engine: &Engine, path: &Path) -> Option<Compiled> {
     if !path.exists() {
         return None;
     }
     // SAFETY: the file was written by `write_artifact` of an engine with the same
     // compatibility hash (it is in the file name), into a directory we own; wasmtime checks
     // the header again. A corrupt file is recompiled and overwritten.
-    match unsafe { Module::deserialize_file(engine, path) } {
+    match unsafe { Compiled::deserialize_file(engine, path) } {
         Ok(m) => Some(m),
         Err(e) => {
             tracing::warn!(path = %path.display(), "discarding unusable precompiled module: {e:#}");
@@ -115,7 +167,7 @@ fn read_artifact(engine: &Engine, path: &Path) -> Option<Module> {
     }
 }
 
-fn write_artifact(module: &Module, path: &Path) -> anyhow::Result<()> {
+fn write_artifact(module: &Compiled, path: &Path) -> anyhow::Result<()> {
     let dir = path.parent().expect("cache path has a directory");
     std::fs::create_dir_all(dir)?;
     // Unique per writer: processes in different containers can share a cache directory and

@@ -1,6 +1,8 @@
 //! One loaded function and its calls. Every call gets a fresh `Store` and instance from the
 //! cached `InstancePre`, so nothing survives from one call to the next; the store is where the
-//! call's limits are armed (memory limiter, fuel, epoch deadline).
+//! call's limits are armed (memory limiter, fuel, epoch deadline). A WASI preview 2 command
+//! component is a WASI command too: it runs through `wasi:cli/run` with the same stdio,
+//! argv and limits.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,12 +10,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::Value;
+use wasmtime::component::ResourceTable;
 use wasmtime::{
     Instance, InstancePre, ModuleExport, ResourceLimiter, Store, Trap, UpdateDeadline, Val,
 };
 use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::p2::bindings::sync::CommandPre;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
+use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::args;
 use crate::cache::LoadSource;
@@ -38,9 +42,30 @@ pub struct FunctionSpec {
     pub env: Vec<(String, String)>,
 }
 
-/// The per-call state a store carries.
+/// The per-call state a module's store carries.
 pub(crate) struct CallState {
     pub(crate) wasi: Option<WasiP1Ctx>,
+    guard: Guard,
+}
+
+/// The per-call state a component's store carries.
+pub(crate) struct ComponentState {
+    ctx: WasiCtx,
+    table: ResourceTable,
+    guard: Guard,
+}
+
+impl WasiView for ComponentState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.ctx,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// What stops a call: its memory cap, its deadline and the runtime's interrupt.
+struct Guard {
     limiter: CallLimiter,
     /// `None`: no timeout (the limit is too far away to name an instant).
     deadline: Option<Instant>,
@@ -106,12 +131,11 @@ impl ResourceLimiter for CallLimiter {
 pub struct Function {
     pub(crate) name: String,
     pub(crate) entry: Entry,
-    pub(crate) pre: InstancePre<CallState>,
+    pub(crate) code: Code,
     pub(crate) limits: Limits,
     pub(crate) env: Vec<(String, String)>,
     pub(crate) needs_wasi: bool,
     pub(crate) fuel_metered: bool,
-    pub(crate) exports: Exports,
     pub(crate) interrupted: Arc<AtomicBool>,
     pub(crate) digest: String,
     pub(crate) source: LoadSource,
@@ -119,6 +143,16 @@ pub struct Function {
     /// call would otherwise build both per call).
     pub(crate) params: Vec<wasmtime::ValType>,
     pub(crate) signature: String,
+}
+
+/// What is instantiated per call.
+pub(crate) enum Code {
+    Module {
+        pre: InstancePre<CallState>,
+        exports: Exports,
+    },
+    /// A WASI preview 2 command (exports `wasi:cli/run`).
+    Component(CommandPre<ComponentState>),
 }
 
 /// Export indices resolved once at load, so a call does no name lookups.
@@ -163,6 +197,10 @@ impl Function {
     /// How this function's module was obtained at load (compiled, or from a cache).
     pub fn load_source(&self) -> LoadSource {
         self.source
+    }
+    /// Whether the function is a WASI preview 2 component rather than a core module.
+    pub fn is_component(&self) -> bool {
+        matches!(self.code, Code::Component(_))
     }
 
     /// One invocation: `args` is a JSON object (named) or array (positional). Returns the
@@ -221,14 +259,14 @@ impl Function {
     pub fn call_string(&self, input: &[u8]) -> Result<String, CallError> {
         let (mut store, instance) = self.instantiate(self.quiet_wasi())?;
         let memory = self
-            .exports
+            .module_exports()?
             .memory
             .as_ref()
             .and_then(|e| instance.get_module_export(&mut store, e))
             .and_then(|e| e.into_memory())
             .ok_or_else(|| CallError::BadOutput("module exports no memory".into()))?;
         let heap_base = self
-            .exports
+            .module_exports()?
             .heap_base
             .as_ref()
             .and_then(|e| instance.get_module_export(&mut store, e))
@@ -307,18 +345,46 @@ impl Function {
                     CallError::Instantiate(format!("cannot preopen {}: {e}", root.display()))
                 })?;
         }
-        let (mut store, instance) = self.instantiate(Some(b.build_p1()))?;
-        let start = self
-            .entry_func(&mut store, &instance)?
-            .typed::<(), ()>(&store)
-            .map_err(|e| CallError::Trap(e.to_string()))?;
-        match start.call(&mut store, ()) {
-            Ok(()) => Ok(0),
+        let ran = match &self.code {
+            Code::Component(pre) => self.run_component(pre, b.build()),
+            Code::Module { .. } => {
+                let (mut store, instance) = self.instantiate(Some(b.build_p1()))?;
+                let start = self
+                    .entry_func(&mut store, &instance)?
+                    .typed::<(), ()>(&store)
+                    .map_err(|e| CallError::Trap(e.to_string()))?;
+                start.call(&mut store, ()).map(|()| 0)
+            }
+        };
+        match ran {
+            Ok(status) => Ok(status),
             Err(e) => match e.downcast_ref::<I32Exit>() {
                 Some(exit) => Ok(exit.0),
                 None => Err(self.classify(e)),
             },
         }
+    }
+
+    /// Runs a component's `wasi:cli/run`: `Ok(1)` when it returns an error, as wasmtime's
+    /// own CLI does.
+    fn run_component(
+        &self,
+        pre: &CommandPre<ComponentState>,
+        ctx: WasiCtx,
+    ) -> wasmtime::Result<i32> {
+        let state = ComponentState {
+            ctx,
+            table: ResourceTable::new(),
+            guard: self.guard(),
+        };
+        let mut store = Store::new(pre.engine(), state);
+        self.arm(&mut store, |s| &mut s.guard)?;
+        let command = pre.instantiate(&mut store)?;
+        let status = match command.wasi_cli_run().call_run(&mut store)? {
+            Ok(()) => 0,
+            Err(()) => 1,
+        };
+        Ok(status)
     }
 
     /// A WASI context for kinds that do not use argv or stdout, only for modules that import
@@ -336,40 +402,17 @@ impl Function {
         &self,
         wasi: Option<WasiP1Ctx>,
     ) -> Result<(Store<CallState>, Instance), CallError> {
-        if self.interrupted.load(Ordering::Relaxed) {
-            return Err(CallError::Interrupted);
-        }
+        let Code::Module { pre, .. } = &self.code else {
+            return Err(self.not_a_module());
+        };
         let state = CallState {
             wasi,
-            limiter: CallLimiter {
-                memory_cap: self.limits.memory_bytes,
-            },
-            deadline: Instant::now().checked_add(self.limits.timeout),
-            interrupted: self.interrupted.clone(),
+            guard: self.guard(),
         };
-        let mut store = Store::new(self.pre.module().engine(), state);
-        store.limiter(|s| &mut s.limiter);
-        if self.fuel_metered {
-            let fuel = self.limits.fuel.unwrap_or(u64::MAX);
-            store
-                .set_fuel(fuel)
-                .map_err(|e| CallError::Instantiate(e.to_string()))?;
-        }
-        // Wake at every epoch tick and decide there: a deadline check per tick is cheap and
-        // lets one ticker serve every timeout and the shutdown interrupt.
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(|ctx| {
-            let state = ctx.data();
-            if state.interrupted.load(Ordering::Relaxed) {
-                return Err(InterruptHit.into());
-            }
-            if state.deadline.is_some_and(|d| Instant::now() >= d) {
-                return Err(TimeoutHit.into());
-            }
-            Ok(UpdateDeadline::Continue(1))
-        });
-        let instance = self
-            .pre
+        let mut store = Store::new(pre.module().engine(), state);
+        self.arm(&mut store, |s| &mut s.guard)
+            .map_err(|e| self.classify(e))?;
+        let instance = pre
             .instantiate(&mut store)
             .map_err(|e| match self.classify(e) {
                 CallError::Trap(msg) => CallError::Instantiate(msg),
@@ -378,13 +421,67 @@ impl Function {
         Ok((store, instance))
     }
 
+    fn guard(&self) -> Guard {
+        Guard {
+            limiter: CallLimiter {
+                memory_cap: self.limits.memory_bytes,
+            },
+            deadline: Instant::now().checked_add(self.limits.timeout),
+            interrupted: self.interrupted.clone(),
+        }
+    }
+
+    /// Arms a new store's limits: memory cap, fuel, and the epoch callback that enforces the
+    /// deadline and the runtime's interrupt.
+    fn arm<T: 'static>(
+        &self,
+        store: &mut Store<T>,
+        guard: fn(&mut T) -> &mut Guard,
+    ) -> wasmtime::Result<()> {
+        if guard(store.data_mut()).interrupted.load(Ordering::Relaxed) {
+            return Err(InterruptHit.into());
+        }
+        store.limiter(move |s| &mut guard(s).limiter);
+        if self.fuel_metered {
+            store.set_fuel(self.limits.fuel.unwrap_or(u64::MAX))?;
+        }
+        // Wake at every epoch tick and decide there: a deadline check per tick is cheap and
+        // lets one ticker serve every timeout and the shutdown interrupt.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |mut ctx| {
+            let g = guard(ctx.data_mut());
+            if g.interrupted.load(Ordering::Relaxed) {
+                return Err(InterruptHit.into());
+            }
+            if g.deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(TimeoutHit.into());
+            }
+            Ok(UpdateDeadline::Continue(1))
+        });
+        Ok(())
+    }
+
+    fn module_exports(&self) -> Result<&Exports, CallError> {
+        match &self.code {
+            Code::Module { exports, .. } => Ok(exports),
+            Code::Component(_) => Err(self.not_a_module()),
+        }
+    }
+
+    fn not_a_module(&self) -> CallError {
+        CallError::BadArgs(format!(
+            "`{}` is a component: it runs as a WASI command only",
+            self.name
+        ))
+    }
+
     fn entry_func(
         &self,
         store: &mut Store<CallState>,
         instance: &Instance,
     ) -> Result<wasmtime::Func, CallError> {
         instance
-            .get_module_export(&mut *store, &self.exports.entry)
+            .get_module_export(&mut *store, &self.module_exports()?.entry)
             .and_then(|e| e.into_func())
             .ok_or_else(|| CallError::Trap(format!("export `{}` is missing", self.entry.export)))
     }

@@ -9,15 +9,19 @@ use wasmtime::{
     PoolingAllocationConfig,
 };
 
-use crate::cache::{LoadSource, ModuleCache};
+use wasmtime::component::Component;
+use wasmtime_wasi::p2::bindings::sync::CommandPre;
+
+use crate::cache::{Compiled, LoadSource, ModuleCache};
 use crate::config::{EngineConfig, Limits};
 use crate::error::LoadError;
-use crate::function::{CallState, Exports, Function, FunctionSpec};
-use crate::kind;
+use crate::function::{CallState, Code, ComponentState, Exports, Function, FunctionSpec};
+use crate::kind::{self, Entry, Kind};
 
 pub struct Runtime {
     engine: Engine,
     linker: Linker<CallState>,
+    component_linker: wasmtime::component::Linker<ComponentState>,
     cache: ModuleCache,
     config: EngineConfig,
     pooled: bool,
@@ -44,11 +48,14 @@ impl Runtime {
         let (engine, pooled) = build_engine(&config)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_sync(&mut linker, CallState::wasi)?;
+        let mut component_linker = wasmtime::component::Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut component_linker)?;
         spawn_epoch_ticker(engine.weak(), config.epoch_tick);
         let cache = ModuleCache::new(&engine, config.cache_dir.clone());
         Ok(Runtime {
             engine,
             linker,
+            component_linker,
             cache,
             config,
             pooled,
@@ -97,7 +104,7 @@ impl Runtime {
         spec: &FunctionSpec,
     ) -> Result<Function, LoadError> {
         let limits = self.limits_for(spec)?;
-        let module = unsafe { wasmtime::Module::deserialize(&self.engine, artifact) }
+        let module = unsafe { Compiled::deserialize(&self.engine, artifact) }
             .map_err(|e| LoadError::Compile(format!("precompiled module is unusable: {e:#}")))?;
         self.prepare(
             module,
@@ -129,12 +136,18 @@ impl Runtime {
 
     fn prepare(
         &self,
-        module: wasmtime::Module,
+        compiled: Compiled,
         source: LoadSource,
         digest: String,
         spec: &FunctionSpec,
         limits: Limits,
     ) -> Result<Function, LoadError> {
+        let module = match compiled {
+            Compiled::Module(module) => module,
+            Compiled::Component(component) => {
+                return self.prepare_component(component, source, digest, spec, limits)
+            }
+        };
         let export = spec.export.as_deref().unwrap_or(&spec.name);
         let entry = kind::detect(&module, spec.wasi, export)?;
         let needs_wasi = module.imports().any(|i| i.module().starts_with("wasi"));
@@ -157,12 +170,58 @@ impl Runtime {
             params,
             signature,
             entry,
-            pre,
+            code: Code::Module { pre, exports },
             limits,
             env: spec.env.clone(),
             needs_wasi,
             fuel_metered: self.config.fuel,
-            exports,
+            interrupted: self.interrupted.clone(),
+            digest,
+            source,
+        })
+    }
+
+    /// A WASI preview 2 component runs as a WASI command: it must export `wasi:cli/run`.
+    fn prepare_component(
+        &self,
+        component: Component,
+        source: LoadSource,
+        digest: String,
+        spec: &FunctionSpec,
+        limits: Limits,
+    ) -> Result<Function, LoadError> {
+        if spec.wasi == Some(false) {
+            return Err(LoadError::Kind(
+                "a component runs as a WASI command (`wasi:cli/run`), not as an export: \
+                 deploy it with wasi_cap true"
+                    .into(),
+            ));
+        }
+        let pre = self
+            .component_linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::Link(format!("{e:#}")))?;
+        let pre = CommandPre::new(pre).map_err(|e| {
+            LoadError::Kind(format!(
+                "a component must be a WASI command exporting `wasi:cli/run`: {e:#}"
+            ))
+        })?;
+        tracing::debug!(function = %spec.name, ?source, "loaded a component");
+        let ty = wasmtime::FuncType::new(&self.engine, [], []);
+        Ok(Function {
+            name: spec.name.clone(),
+            params: Vec::new(),
+            signature: kind::signature(&ty),
+            entry: Entry {
+                kind: Kind::Command,
+                export: "wasi:cli/run".into(),
+                ty,
+            },
+            code: Code::Component(pre),
+            limits,
+            env: spec.env.clone(),
+            needs_wasi: true,
+            fuel_metered: self.config.fuel,
             interrupted: self.interrupted.clone(),
             digest,
             source,
@@ -176,9 +235,12 @@ impl Runtime {
 
     /// A precompiled artifact of `wasm` for [`Runtime::load_precompiled`].
     pub fn precompile_artifact(&self, wasm: &[u8]) -> Result<Vec<u8>, LoadError> {
-        self.engine
-            .precompile_module(wasm)
-            .map_err(|e| LoadError::Compile(format!("{e:#}")))
+        if crate::cache::is_component(wasm) {
+            self.engine.precompile_component(wasm)
+        } else {
+            self.engine.precompile_module(wasm)
+        }
+        .map_err(|e| LoadError::Compile(format!("{e:#}")))
     }
 
     /// Which precompiled artifacts this runtime can load: equal keys, compatible artifacts.

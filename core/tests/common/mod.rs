@@ -21,6 +21,21 @@ pub fn app(name: &str) -> Vec<u8> {
         .unwrap_or_else(|e| panic!("{}: {e} (run `make apps` first)", path.display()))
 }
 
+/// A WASI preview 1 command module wrapped as a preview 2 command component (the way
+/// `wasm-tools component new --adapt` does it).
+pub fn component(module: &[u8]) -> Vec<u8> {
+    wit_component::ComponentEncoder::default()
+        .module(module)
+        .and_then(|e| {
+            e.adapter(
+                "wasi_snapshot_preview1",
+                wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_COMMAND_ADAPTER,
+            )
+        })
+        .and_then(|e| e.validate(true).encode())
+        .unwrap_or_else(|e| panic!("componentize: {e:#}"))
+}
+
 pub fn runtime() -> Runtime {
     Runtime::new(EngineConfig {
         pool_instances: 64,
