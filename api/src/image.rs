@@ -198,13 +198,21 @@ fn classic(wasm: &[u8], spec: &ImageSpec) -> Result<Image, ImageError> {
     })
 }
 
+/// A component (binary layer 1) goes in a component layer for WASI preview 2; a core module
+/// in an `application/wasm` layer for preview 1.
 fn artifact(wasm: &[u8]) -> Image {
-    let layer = Blob::new(WASM_LAYER, wasm.to_vec());
+    let component = wasm.get(6..8) == Some(&[1, 0]);
+    let (layer_type, os) = if component {
+        (WASM_COMPONENT_LAYER, "wasip2")
+    } else {
+        (WASM_LAYER, "wasip1")
+    };
+    let layer = Blob::new(layer_type, wasm.to_vec());
     let config = Blob::new(
         WASM_CONFIG,
         serde_json::to_vec(&json!({
             "architecture": "wasm",
-            "os": "wasip1",
+            "os": os,
             "layerDigests": [layer.digest],
         }))
         .unwrap(),
@@ -224,7 +232,7 @@ fn artifact(wasm: &[u8]) -> Image {
         manifest,
         config,
         layers: vec![layer],
-        platform: ("wasip1".into(), "wasm".into()),
+        platform: (os.into(), "wasm".into()),
     }
 }
 
@@ -426,6 +434,11 @@ mod tests {
         assert_eq!(image.layers[0].media_type, WASM_LAYER);
         assert_eq!(image.layers[0].data, WASM);
         assert_eq!(image.config.media_type, WASM_CONFIG);
+        let component = b"\0asm\x0d\0\x01\0";
+        let image = build(component, &ImageSpec::artifact("fn.wasm")).unwrap();
+        assert_eq!(image.layers[0].media_type, WASM_COMPONENT_LAYER);
+        let config: Value = serde_json::from_slice(&image.config.data).unwrap();
+        assert_eq!(config["os"], "wasip2");
     }
 
     #[test]

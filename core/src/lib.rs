@@ -7,10 +7,11 @@
 //! - [`runtime`]: [`Runtime`], the one wasmtime `Engine` of a process (pooling allocator,
 //!   copy-on-write memory images, epoch interruption), its WASI linker and the epoch ticker;
 //!   [`Runtime::load`] turns module bytes into a ready [`Function`].
-//! - [`cache`]: compiled modules, in memory and on disk as precompiled artifacts keyed by
+//! - [`cache`]: compiled modules and components, in memory and on disk as precompiled artifacts keyed by
 //!   module digest and engine compatibility hash, so a new process does not compile again.
 //! - [`kind`]: which of the three function kinds a module is (WASI command, string ABI,
-//!   numeric export), found from its imports and exports.
+//!   numeric export), found from its imports and exports. A WASI preview 2 component is a
+//!   WASI command run through `wasi:cli/run`.
 //! - [`function`]: [`Function::call`], one invocation: a `Store` from the cached
 //!   `InstancePre`, limits armed, arguments passed the kind's way, the result read back.
 //! - [`args`]: turning invoke arguments (a JSON object or array) into argv or typed values,

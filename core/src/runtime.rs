@@ -263,6 +263,12 @@ pub fn build_engine(config: &EngineConfig) -> anyhow::Result<(Engine, bool)> {
     Ok((Engine::new(&wasmtime_config(config, false))?, false))
 }
 
+/// Pool slots one call may take. A core module takes one instance, memory and table; a
+/// component built from a WASI preview 1 program (the program, wasmtime's adapter and the
+/// glue between them) takes four core instances and two memories.
+const CORE_INSTANCES_PER_CALL: u32 = 4;
+const MEMORIES_PER_CALL: u32 = 2;
+
 /// Bytes of a pooled memory or table slot kept resident between instances.
 const KEEP_RESIDENT: usize = 1 << 20;
 
@@ -274,9 +280,11 @@ fn wasmtime_config(config: &EngineConfig, pooling: bool) -> Config {
         .cranelift_opt_level(OptLevel::Speed);
     if pooling {
         let mut pool = PoolingAllocationConfig::default();
-        pool.total_core_instances(config.pool_instances)
-            .total_memories(config.pool_instances)
-            .total_tables(config.pool_instances)
+        let calls = config.pool_instances;
+        pool.total_component_instances(calls)
+            .total_core_instances(calls.saturating_mul(CORE_INSTANCES_PER_CALL))
+            .total_memories(calls.saturating_mul(MEMORIES_PER_CALL))
+            .total_tables(calls.saturating_mul(CORE_INSTANCES_PER_CALL))
             .max_memory_size(config.max_memory_bytes as usize)
             // Reset the first pages of a slot with memset rather than madvise: cheaper for the
             // small memories functions have, and no syscall per call.

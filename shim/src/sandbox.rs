@@ -157,10 +157,15 @@ fn load(
     }
     .map_err(|e| e.to_string())?;
     log::info!(
-        "loaded {} from {} as a {} function ({})",
+        "loaded {} from {} as a {} {} ({})",
         spec.name,
         module.origin,
         function.kind(),
+        if function.is_component() {
+            "component"
+        } else {
+            "function"
+        },
         match function.load_source() {
             _ if precompiled.is_some() => "precompiled",
             wasmengine_core::LoadSource::Compiled => "compiled now",

@@ -57,7 +57,7 @@ impl Compiler for WasmEngineCompiler {
         layers
             .iter()
             .map(|layer| match WasmBinaryType::from_bytes(&layer.layer) {
-                Some(WasmBinaryType::Module) => {
+                Some(WasmBinaryType::Module | WasmBinaryType::Component) => {
                     let artifact = self.runtime.precompile_artifact(&layer.layer)?;
                     log::info!(
                         "precompiled {} ({} bytes → {} bytes)",

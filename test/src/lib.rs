@@ -411,6 +411,16 @@ pub fn core_wat(name: &str) -> Vec<u8> {
     wat::parse_file(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+/// A WASI preview 1 command wrapped as a preview 2 command component, with wasmtime's adapter.
+pub fn component(module: &[u8]) -> Vec<u8> {
+    use wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_COMMAND_ADAPTER as ADAPTER;
+    wit_component::ComponentEncoder::default()
+        .module(module)
+        .and_then(|e| e.adapter("wasi_snapshot_preview1", ADAPTER))
+        .and_then(|e| e.validate(true).encode())
+        .expect("wrap a WASI command as a component")
+}
+
 /// One HTTP/1.1 request over a unix socket (a fresh connection); returns status and body.
 pub fn http_unix(socket: &Path, method: &str, path: &str, body: &[u8]) -> Result<(u16, Vec<u8>)> {
     use std::io::{Read, Write};

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use wasmengine_api::image::ImageSpec;
-use wasmengine_e2e::{app, core_wat, eventually, Containerd, Engine, Registry};
+use wasmengine_e2e::{app, component, core_wat, eventually, Containerd, Engine, Registry};
 
 fn setup() -> (Containerd, Engine) {
     let c = Containerd::start().expect("containerd");
@@ -180,6 +180,56 @@ fn three_kinds_both_layouts_list_query_delete() {
     assert_eq!(loads.len(), 2, "{loads:#?}");
     assert!(loads[0].contains("compiled now"), "{}", loads[0]);
     assert!(loads[1].contains("from the module cache"), "{}", loads[1]);
+}
+
+#[test]
+fn wasi_preview2_components_deploy_and_invoke() {
+    let (c, e) = setup();
+    // An artifact (component layer, os wasip2) and a classic image.
+    let fib = "localhost/fibonacci-p2:test";
+    c.import_wasm(
+        &component(&app("fibonacci")),
+        &ImageSpec::artifact("fibonacci.wasm"),
+        fib,
+    )
+    .unwrap();
+    let auth = "localhost/authentication-wasi-p2:test";
+    c.import_wasm(
+        &component(&app("authentication-wasi")),
+        &ImageSpec::classic("authentication-wasi.wasm"),
+        auth,
+    )
+    .unwrap();
+    deploy(&e, "fib", fib, true);
+    deploy(&e, "auth", auth, true);
+    assert_eq!(result(&e, "fib", json!(["30"])), "832040");
+    let out = result(
+        &e,
+        "auth",
+        json!({"arg_uri": "yes", "arg_body": "yes", "arg_secret": "c5187dd86a648a819f527c7a8a4f7bf4"}),
+    );
+    assert!(out.contains(r#""status":"200""#), "{out}");
+    // A second container of the artifact starts from the shim's precompiled component.
+    deploy(&e, "fib-again", fib, true);
+    assert_eq!(result(&e, "fib-again", json!(["20"])), "6765");
+    let log = c.log();
+    assert!(
+        log.lines().any(|l| l.contains("instance=\"fib-again\"")
+            && l.contains("wasi-command component (precompiled)")),
+        "{log}"
+    );
+    // A component runs as a WASI command only.
+    let (s, v) = e.post_json(
+        "/function/deploy",
+        &json!({"function_name": "fib-export", "function_image": fib, "wasi_cap": false}),
+    );
+    assert_eq!(s, 422, "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("wasi_cap true"),
+        "{v}"
+    );
+    let (_, list) = e.get("/function/list");
+    assert!(!list.contains("fib-export"), "{list}");
 }
 
 #[test]

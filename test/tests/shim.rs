@@ -61,6 +61,41 @@ fn classic_image_runs_with_stdout_env_and_rootfs() {
 }
 
 #[test]
+fn a_wasi_preview2_component_runs_like_a_module() {
+    let c = Containerd::start().unwrap();
+    c.import_wasm(
+        &component(&fixture("probe")),
+        &ImageSpec::classic("probe.wasm"),
+        "localhost/probe-p2:v1",
+    )
+    .unwrap();
+    let (code, out, err) = run(
+        &c,
+        "localhost/probe-p2:v1",
+        "probe-p2",
+        &["--env", "GREETING=hello there"],
+        &["/probe.wasm", "x y"],
+    );
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}\n{}", c.log());
+    for line in [
+        "argc=2\n",
+        "argv[0]=/probe.wasm\n",
+        "argv[1]=x y\n",
+        "env:GREETING=hello there\n",
+        "root:probe.wasm\n",
+    ] {
+        assert!(out.contains(line), "{line:?} missing from: {out}");
+    }
+    assert!(
+        c.log()
+            .lines()
+            .any(|l| l.contains("loaded probe") && l.contains("component")),
+        "{}",
+        c.log()
+    );
+}
+
+#[test]
 fn image_without_entrypoint_runs_its_one_module_with_the_args() {
     let c = Containerd::start().unwrap();
     let spec = ImageSpec {
