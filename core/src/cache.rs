@@ -55,7 +55,7 @@ impl Compiled {
 
     /// # Safety
     /// `bytes` must be a precompiled artifact from a trusted compilation.
-    pub unsafe fn deserialize(engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Compiled> {
+    pub(crate) unsafe fn deserialize(engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Compiled> {
         Ok(match Engine::detect_precompiled(bytes) {
             Some(wasmtime::Precompiled::Component) => {
                 Compiled::Component(unsafe { Component::deserialize(engine, bytes)? })

@@ -84,6 +84,8 @@ impl CallState {
 
 struct CallLimiter {
     memory_cap: u64,
+    /// Bytes of every linear memory of the call together (a component has several).
+    memory_used: u64,
 }
 
 /// Raised from inside wasmtime to stop a call; told apart from traps by downcasting.
@@ -102,18 +104,19 @@ struct TimeoutHit;
 struct InterruptHit;
 
 impl ResourceLimiter for CallLimiter {
+    /// Also called when a memory is created (`current` 0), so `memory_used` counts every
+    /// memory of the call.
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired as u64 > self.memory_cap {
-            return Err(MemoryLimitHit {
-                requested: desired as u64,
-            }
-            .into());
+        let requested = self.memory_used + (desired - current) as u64;
+        if requested > self.memory_cap {
+            return Err(MemoryLimitHit { requested }.into());
         }
+        self.memory_used = requested;
         Ok(true)
     }
 
@@ -190,7 +193,7 @@ impl Function {
     pub fn limits(&self) -> &Limits {
         &self.limits
     }
-    /// Hex SHA-256 of the module bytes.
+    /// Hex SHA-256 of the module bytes (of the artifact, when loaded precompiled).
     pub fn digest(&self) -> &str {
         &self.digest
     }
@@ -345,46 +348,45 @@ impl Function {
                     CallError::Instantiate(format!("cannot preopen {}: {e}", root.display()))
                 })?;
         }
-        let ran = match &self.code {
-            Code::Component(pre) => self.run_component(pre, b.build()),
-            Code::Module { .. } => {
-                let (mut store, instance) = self.instantiate(Some(b.build_p1()))?;
-                let start = self
-                    .entry_func(&mut store, &instance)?
-                    .typed::<(), ()>(&store)
-                    .map_err(|e| CallError::Trap(e.to_string()))?;
-                start.call(&mut store, ()).map(|()| 0)
-            }
-        };
-        match ran {
-            Ok(status) => Ok(status),
-            Err(e) => match e.downcast_ref::<I32Exit>() {
-                Some(exit) => Ok(exit.0),
-                None => Err(self.classify(e)),
-            },
+        if let Code::Component(pre) = &self.code {
+            return self.run_component(pre, b.build());
         }
+        let (mut store, instance) = self.instantiate(Some(b.build_p1()))?;
+        let start = self
+            .entry_func(&mut store, &instance)?
+            .typed::<(), ()>(&store)
+            .map_err(|e| CallError::Trap(e.to_string()))?;
+        self.exit_status(start.call(&mut store, ()).map(|()| 0))
     }
 
-    /// Runs a component's `wasi:cli/run`: `Ok(1)` when it returns an error, as wasmtime's
-    /// own CLI does.
+    /// Runs a component's `wasi:cli/run`: status 1 when it returns an error, as wasmtime's
+    /// own CLI does (preview 2 has no numeric exit status).
     fn run_component(
         &self,
         pre: &CommandPre<ComponentState>,
         ctx: WasiCtx,
-    ) -> wasmtime::Result<i32> {
+    ) -> Result<i32, CallError> {
         let state = ComponentState {
             ctx,
             table: ResourceTable::new(),
             guard: self.guard(),
         };
         let mut store = Store::new(pre.engine(), state);
-        self.arm(&mut store, |s| &mut s.guard)?;
-        let command = pre.instantiate(&mut store)?;
-        let status = match command.wasi_cli_run().call_run(&mut store)? {
-            Ok(()) => 0,
-            Err(()) => 1,
-        };
-        Ok(status)
+        self.arm(&mut store, |s| &mut s.guard)
+            .map_err(|e| self.classify(e))?;
+        let command = pre
+            .instantiate(&mut store)
+            .map_err(|e| self.instantiate_error(e))?;
+        let ran = command.wasi_cli_run().call_run(&mut store);
+        self.exit_status(ran.map(|r| if r.is_ok() { 0 } else { 1 }))
+    }
+
+    /// A command's exit status: its own, or from `proc_exit`/`exit`; other errors classified.
+    fn exit_status(&self, ran: wasmtime::Result<i32>) -> Result<i32, CallError> {
+        ran.or_else(|e| match e.downcast_ref::<I32Exit>() {
+            Some(exit) => Ok(exit.0),
+            None => Err(self.classify(e)),
+        })
     }
 
     /// A WASI context for kinds that do not use argv or stdout, only for modules that import
@@ -414,17 +416,23 @@ impl Function {
             .map_err(|e| self.classify(e))?;
         let instance = pre
             .instantiate(&mut store)
-            .map_err(|e| match self.classify(e) {
-                CallError::Trap(msg) => CallError::Instantiate(msg),
-                other => other,
-            })?;
+            .map_err(|e| self.instantiate_error(e))?;
         Ok((store, instance))
+    }
+
+    /// A failed instantiation: out of pool slots, a start function's trap, or a limit.
+    fn instantiate_error(&self, e: wasmtime::Error) -> CallError {
+        match self.classify(e) {
+            CallError::Trap(msg) => CallError::Instantiate(msg),
+            other => other,
+        }
     }
 
     fn guard(&self) -> Guard {
         Guard {
             limiter: CallLimiter {
                 memory_cap: self.limits.memory_bytes,
+                memory_used: 0,
             },
             deadline: Instant::now().checked_add(self.limits.timeout),
             interrupted: self.interrupted.clone(),

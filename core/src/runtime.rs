@@ -190,10 +190,10 @@ impl Runtime {
         spec: &FunctionSpec,
         limits: Limits,
     ) -> Result<Function, LoadError> {
-        if spec.wasi == Some(false) {
+        if spec.wasi == Some(false) || spec.export.is_some() {
             return Err(LoadError::Kind(
-                "a component runs as a WASI command (`wasi:cli/run`), not as an export: \
-                 deploy it with wasi_cap true"
+                "a component runs as a WASI command through `wasi:cli/run`; no export of it is \
+                 called (deploy it with wasi_cap true and no export; run it without #export)"
                     .into(),
             ));
         }
@@ -263,10 +263,12 @@ pub fn build_engine(config: &EngineConfig) -> anyhow::Result<(Engine, bool)> {
     Ok((Engine::new(&wasmtime_config(config, false))?, false))
 }
 
-/// Pool slots one call may take. A core module takes one instance, memory and table; a
-/// component built from a WASI preview 1 program (the program, wasmtime's adapter and the
-/// glue between them) takes four core instances and two memories.
-const CORE_INSTANCES_PER_CALL: u32 = 4;
+/// Pool slots one call may take: a core module takes one instance, memory and table; a
+/// component takes several core instances (a WASI preview 1 program wrapped with wasmtime's
+/// adapter: four). A component over these counts is refused at load, not at each call.
+/// Instance and table slots cost little; memory slots reserve address space for
+/// `max_memory_bytes` each, so they are kept few.
+const CORE_INSTANCES_PER_CALL: u32 = 16;
 const MEMORIES_PER_CALL: u32 = 2;
 
 /// Bytes of a pooled memory or table slot kept resident between instances.
@@ -285,6 +287,9 @@ fn wasmtime_config(config: &EngineConfig, pooling: bool) -> Config {
             .total_core_instances(calls.saturating_mul(CORE_INSTANCES_PER_CALL))
             .total_memories(calls.saturating_mul(MEMORIES_PER_CALL))
             .total_tables(calls.saturating_mul(CORE_INSTANCES_PER_CALL))
+            .max_core_instances_per_component(CORE_INSTANCES_PER_CALL)
+            .max_memories_per_component(MEMORIES_PER_CALL)
+            .max_tables_per_component(CORE_INSTANCES_PER_CALL)
             .max_memory_size(config.max_memory_bytes as usize)
             // Reset the first pages of a slot with memset rather than madvise: cheaper for the
             // small memories functions have, and no syscall per call.

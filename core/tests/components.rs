@@ -55,6 +55,35 @@ fn a_component_cannot_be_called_as_an_export() {
         .expect("wasi_cap false on a component");
     assert!(matches!(err, LoadError::Kind(_)), "{err}");
     assert!(err.to_string().contains("wasi_cap true"), "{err}");
+    let err = rt
+        .load(
+            &component(&wat("argv_env")),
+            &FunctionSpec {
+                name: "argv_env".into(),
+                export: Some("main".into()),
+                ..FunctionSpec::default()
+            },
+        )
+        .err()
+        .expect("an export of a component");
+    assert!(matches!(err, LoadError::Kind(_)), "{err}");
+}
+
+#[test]
+fn a_component_too_big_for_the_pool_is_refused_at_load() {
+    let mut text = String::from("(component (core module $m)");
+    for _ in 0..17 {
+        text.push_str(" (core instance (instantiate $m))");
+    }
+    text.push(')');
+    let bytes = wat::parse_str(&text).unwrap();
+    let rt = runtime();
+    assert!(rt.is_pooled());
+    let err = rt
+        .load(&bytes, &FunctionSpec::default())
+        .err()
+        .expect("17 core instances");
+    assert!(err.to_string().contains("instances"), "{err}");
 }
 
 #[test]

@@ -7,7 +7,7 @@
 //! running call traps at its next epoch check) and the container exits with 128 + signal.
 //!
 //! Exit statuses of a command container: the module's own (`proc_exit`, or 0 when `_start`
-//! returns); 124 when `WASMENGINE_TIMEOUT_MS` ran out; 126 when the module cannot be loaded;
+//! returns; a component's `wasi:cli/run` gives 0 or 1); 124 when `WASMENGINE_TIMEOUT_MS` ran out; 126 when the module cannot be loaded;
 //! 134 for a trap or another limit; 143/130 after SIGTERM/SIGINT; 137 after SIGKILL.
 
 use std::panic::AssertUnwindSafe;
