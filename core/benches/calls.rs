@@ -1,6 +1,7 @@
 //! The original WasmEngine's benchmark table, measured on the execution core: each row is a
 //! whole call (fresh instance, arguments in, call, result out, teardown) of a sample function
-//! built by `make apps`. Plus what a first call costs with a cold precompile cache (compile)
+//! built by `make apps`, and one more row for the WASI version as a preview 2 component (the
+//! module wrapped with wasmtime's adapter). Plus what a first call costs with a cold precompile cache (compile)
 //! and a warm one (load the artifact from disk).
 //!
 //! `make bench` (or `cargo bench -p wasmengine-core`, after `make apps`).
@@ -31,13 +32,33 @@ fn function(rt: &Runtime, file: &str, name: &str, wasi: bool) -> Function {
     .unwrap()
 }
 
+/// `wasm` wrapped as a WASI preview 2 command component.
+fn component(wasm: &[u8]) -> Vec<u8> {
+    use wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_COMMAND_ADAPTER as ADAPTER;
+    wit_component::ComponentEncoder::default()
+        .module(wasm)
+        .and_then(|e| e.adapter("wasi_snapshot_preview1", ADAPTER))
+        .and_then(|e| e.encode())
+        .unwrap()
+}
+
 fn auth_args() -> Value {
     json!({"arg_uri": "yes", "arg_body": "yes", "arg_secret": "12345"})
 }
 
 fn calls(c: &mut Criterion) {
     let rt = Runtime::new(EngineConfig::default()).unwrap();
-    let rows: [(&str, Function, Value, &str); 6] = [
+    let auth_component = rt
+        .load(
+            &component(&app("authentication-wasi")),
+            &FunctionSpec {
+                name: "authentication-wasi".into(),
+                wasi: Some(true),
+                ..FunctionSpec::default()
+            },
+        )
+        .unwrap();
+    let rows: [(&str, Function, Value, &str); 7] = [
         (
             "gcd",
             function(&rt, "gcd", "gcd", false),
@@ -71,6 +92,12 @@ fn calls(c: &mut Criterion) {
         (
             "authentication_wasi",
             function(&rt, "authentication-wasi", "authentication-wasi", true),
+            auth_args(),
+            "",
+        ),
+        (
+            "authentication_wasi_component",
+            auth_component,
             auth_args(),
             "",
         ),
