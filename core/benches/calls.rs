@@ -6,19 +6,13 @@
 //!
 //! `make bench` (or `cargo bench -p wasmengine-core`, after `make apps`).
 
-use std::path::PathBuf;
+#[path = "../tests/common/mod.rs"]
+mod common;
 
+use common::{app, component};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use serde_json::{json, Value};
 use wasmengine_core::{EngineConfig, Function, FunctionSpec, Runtime};
-
-fn app(name: &str) -> Vec<u8> {
-    let dir = std::env::var_os("WASMENGINE_APPS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../build/apps"));
-    let path = dir.join(format!("{name}.wasm"));
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (run `make apps`)", path.display()))
-}
 
 fn function(rt: &Runtime, file: &str, name: &str, wasi: bool) -> Function {
     rt.load(
@@ -30,16 +24,6 @@ fn function(rt: &Runtime, file: &str, name: &str, wasi: bool) -> Function {
         },
     )
     .unwrap()
-}
-
-/// `wasm` wrapped as a WASI preview 2 command component.
-fn component(wasm: &[u8]) -> Vec<u8> {
-    use wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_COMMAND_ADAPTER as ADAPTER;
-    wit_component::ComponentEncoder::default()
-        .module(wasm)
-        .and_then(|e| e.adapter("wasi_snapshot_preview1", ADAPTER))
-        .and_then(|e| e.encode())
-        .unwrap()
 }
 
 fn auth_args() -> Value {

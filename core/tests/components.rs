@@ -130,32 +130,27 @@ fn component_memory_and_fuel_limits() {
         ..EngineConfig::default()
     })
     .unwrap();
-    let limits = Limits {
+    let commands = |limits: Limits| {
+        load_with(
+            &rt,
+            &component(&wat("commands")),
+            "commands",
+            None,
+            Some(limits),
+        )
+    };
+    let f = commands(Limits {
         fuel: Some(100_000),
         ..Limits::default()
-    };
-    let f = load_with(
-        &rt,
-        &component(&wat("commands")),
-        "commands",
-        None,
-        Some(limits),
-    );
+    });
     assert!(matches!(
         f.call(&json!(["spin"])),
         Err(CallError::FuelExhausted(100_000))
     ));
-    let limits = Limits {
+    let f = commands(Limits {
         max_output_bytes: 1000,
         ..Limits::default()
-    };
-    let f = load_with(
-        &rt,
-        &component(&wat("commands")),
-        "commands",
-        None,
-        Some(limits),
-    );
+    });
     assert!(matches!(
         f.call(&json!(["big"])),
         Err(CallError::OutputTooLarge { limit: 1000 })
