@@ -29,6 +29,12 @@ impl Default for Limits {
     }
 }
 
+/// Bytes of a pooled slot kept resident by default: the first 1 MiB. With `PAGEMAP_SCAN`
+/// only the pages a call dirtied are reset, so more could stay resident cheaply; without it
+/// every kept byte is reset by `memset` on every call. The README's bench table has the
+/// measurements behind this choice.
+pub const DEFAULT_KEEP_RESIDENT: usize = 1 << 20;
+
 /// How the process-wide wasmtime engine is set up.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -48,6 +54,13 @@ pub struct EngineConfig {
     pub epoch_tick: Duration,
     /// Limits for functions that do not set their own.
     pub default_limits: Limits,
+    /// Reset a pooled memory after a call by scanning for the pages the call dirtied
+    /// (Linux's `PAGEMAP_SCAN`, kernel 6.7 and later; ignored where it is missing) instead of
+    /// a `memset` of its first [`EngineConfig::keep_resident_bytes`].
+    pub pagemap_scan: bool,
+    /// Bytes of each pooled memory and table kept resident between calls and reset in place;
+    /// beyond them a slot is given back to the kernel (`madvise`) after each call.
+    pub keep_resident_bytes: usize,
 }
 
 impl Default for EngineConfig {
@@ -60,6 +73,8 @@ impl Default for EngineConfig {
             cache_dir: None,
             epoch_tick: Duration::from_millis(5),
             default_limits: Limits::default(),
+            pagemap_scan: true,
+            keep_resident_bytes: DEFAULT_KEEP_RESIDENT,
         }
     }
 }

@@ -20,6 +20,7 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::args;
+use crate::blocking::GuestClock;
 use crate::cache::LoadSource;
 use crate::config::Limits;
 use crate::error::CallError;
@@ -46,6 +47,8 @@ pub struct FunctionSpec {
 pub(crate) struct CallState {
     pub(crate) wasi: Option<WasiP1Ctx>,
     guard: Guard,
+    /// Origin of the guest's monotonic clock ([`crate::blocking::GuestClock`]).
+    clock_origin: Instant,
 }
 
 /// The per-call state a component's store carries.
@@ -65,11 +68,17 @@ impl WasiView for ComponentState {
 }
 
 /// What stops a call: its memory cap, its deadline and the runtime's interrupt.
-struct Guard {
+pub(crate) struct Guard {
     limiter: CallLimiter,
     /// `None`: no timeout (the limit is too far away to name an instant).
-    deadline: Option<Instant>,
+    pub(crate) deadline: Option<Instant>,
     interrupted: Arc<AtomicBool>,
+}
+
+impl Guard {
+    pub(crate) fn is_interrupted(&self) -> bool {
+        self.interrupted.load(Ordering::Relaxed)
+    }
 }
 
 impl CallState {
@@ -79,6 +88,15 @@ impl CallState {
         self.wasi
             .as_mut()
             .expect("a WASI-importing module has a WASI context")
+    }
+
+    pub(crate) fn guard(&self) -> &Guard {
+        &self.guard
+    }
+
+    /// The guest's monotonic clock now, in nanoseconds.
+    pub(crate) fn guest_monotonic_now(&self) -> u64 {
+        self.clock_origin.elapsed().as_nanos() as u64
     }
 }
 
@@ -97,11 +115,11 @@ struct MemoryLimitHit {
 
 #[derive(Debug, thiserror::Error)]
 #[error("call deadline passed")]
-struct TimeoutHit;
+pub(crate) struct TimeoutHit;
 
 #[derive(Debug, thiserror::Error)]
 #[error("runtime interrupted")]
-struct InterruptHit;
+pub(crate) struct InterruptHit;
 
 impl ResourceLimiter for CallLimiter {
     /// Also called when a memory is created (`current` 0), so `memory_used` counts every
@@ -330,10 +348,8 @@ impl Function {
     }
 
     fn run_start(&self, argv: &[String], io: Io, root: Option<&Path>) -> Result<i32, CallError> {
-        let mut b = WasiCtxBuilder::new();
-        b.args(argv)
-            .envs(&self.env)
-            .allow_blocking_current_thread(true);
+        let (mut b, origin) = self.wasi_builder();
+        b.args(argv);
         match io {
             Io::Capture { stdout, stderr } => {
                 b.stdout(stdout).stderr(stderr);
@@ -351,7 +367,7 @@ impl Function {
         if let Code::Component(pre) = &self.code {
             return self.run_component(pre, b.build());
         }
-        let (mut store, instance) = self.instantiate(Some(b.build_p1()))?;
+        let (mut store, instance) = self.instantiate(Some((b.build_p1(), origin)))?;
         let start = self
             .entry_func(&mut store, &instance)?
             .typed::<(), ()>(&store)
@@ -391,25 +407,38 @@ impl Function {
 
     /// A WASI context for kinds that do not use argv or stdout, only for modules that import
     /// WASI at all (building one costs more than the rest of a small call).
-    fn quiet_wasi(&self) -> Option<WasiP1Ctx> {
+    fn quiet_wasi(&self) -> Option<(WasiP1Ctx, Instant)> {
         self.needs_wasi.then(|| {
-            WasiCtxBuilder::new()
-                .envs(&self.env)
-                .allow_blocking_current_thread(true)
-                .build_p1()
+            let (mut b, origin) = self.wasi_builder();
+            (b.build_p1(), origin)
         })
+    }
+
+    /// A WASI context builder with the function's env, and the guest clock's origin.
+    fn wasi_builder(&self) -> (WasiCtxBuilder, Instant) {
+        let origin = Instant::now();
+        let mut b = WasiCtxBuilder::new();
+        b.envs(&self.env)
+            .allow_blocking_current_thread(true)
+            .monotonic_clock(GuestClock(origin));
+        (b, origin)
     }
 
     fn instantiate(
         &self,
-        wasi: Option<WasiP1Ctx>,
+        wasi: Option<(WasiP1Ctx, Instant)>,
     ) -> Result<(Store<CallState>, Instance), CallError> {
         let Code::Module { pre, .. } = &self.code else {
             return Err(self.not_a_module());
         };
+        let (wasi, clock_origin) = match wasi {
+            Some((w, o)) => (Some(w), o),
+            None => (None, Instant::now()),
+        };
         let state = CallState {
             wasi,
             guard: self.guard(),
+            clock_origin,
         };
         let mut store = Store::new(pre.module().engine(), state);
         self.arm(&mut store, |s| &mut s.guard)

@@ -14,6 +14,8 @@
 //!   WASI command run through `wasi:cli/run`.
 //! - [`function`]: [`Function::call`], one invocation: a `Store` from the cached
 //!   `InstancePre`, limits armed, arguments passed the kind's way, the result read back.
+//! - `blocking`: WASI's `poll_oneoff` on clocks (a module's sleep), bounded by the call's
+//!   deadline and the runtime's interrupt like running code is.
 //! - [`args`]: turning invoke arguments (a JSON object or array) into argv or typed values,
 //!   and results into text.
 //! - [`tail`]: [`tail::TailPipe`], where a command's stderr goes: writes never fail, the last
@@ -21,6 +23,7 @@
 //! - [`error`]: [`LoadError`] and [`CallError`], the typed failures callers match on.
 
 pub mod args;
+mod blocking;
 pub mod cache;
 pub mod config;
 pub mod error;

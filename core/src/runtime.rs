@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use wasmtime::{
-    Config, Engine, EngineWeak, InstanceAllocationStrategy, Linker, OptLevel,
+    Config, Enabled, Engine, EngineWeak, InstanceAllocationStrategy, Linker, OptLevel,
     PoolingAllocationConfig,
 };
 
@@ -48,6 +48,7 @@ impl Runtime {
         let (engine, pooled) = build_engine(&config)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_sync(&mut linker, CallState::wasi)?;
+        crate::blocking::bound_waits(&mut linker)?;
         let mut component_linker = wasmtime::component::Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut component_linker)?;
         spawn_epoch_ticker(engine.weak(), config.epoch_tick);
@@ -271,9 +272,6 @@ pub fn build_engine(config: &EngineConfig) -> anyhow::Result<(Engine, bool)> {
 const CORE_INSTANCES_PER_CALL: u32 = 16;
 const MEMORIES_PER_CALL: u32 = 2;
 
-/// Bytes of a pooled memory or table slot kept resident between instances.
-const KEEP_RESIDENT: usize = 1 << 20;
-
 fn wasmtime_config(config: &EngineConfig, pooling: bool) -> Config {
     let mut c = Config::new();
     c.epoch_interruption(true)
@@ -291,10 +289,15 @@ fn wasmtime_config(config: &EngineConfig, pooling: bool) -> Config {
             .max_memories_per_component(MEMORIES_PER_CALL)
             .max_tables_per_component(CORE_INSTANCES_PER_CALL)
             .max_memory_size(config.max_memory_bytes as usize)
-            // Reset the first pages of a slot with memset rather than madvise: cheaper for the
-            // small memories functions have, and no syscall per call.
-            .linear_memory_keep_resident(KEEP_RESIDENT)
-            .table_keep_resident(KEEP_RESIDENT);
+            // Reset the first pages of a slot in place rather than madvise: no syscall per
+            // call. With PAGEMAP_SCAN only the pages the call dirtied are reset.
+            .linear_memory_keep_resident(config.keep_resident_bytes)
+            .table_keep_resident(config.keep_resident_bytes)
+            .pagemap_scan(if config.pagemap_scan {
+                Enabled::Auto
+            } else {
+                Enabled::No
+            });
         c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
     c
