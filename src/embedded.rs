@@ -4,6 +4,12 @@
 //! It is found again after an engine crash (its socket still answers), and stopped when the
 //! engine shuts down; function tasks live on in their shims and are picked up by the next
 //! containerd started on the same state.
+//!
+//! Its root (images, snapshots, containers) is under the data directory and survives a
+//! reboot; its state (task bundles, shim sockets) is under `/run/wasmengine/`, which a reboot
+//! clears as it clears the system containerd's `/run/containerd`. After a reboot the new
+//! containerd has no dead tasks to clean up, and the engine starts every function's task
+//! again on its first call.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -55,6 +61,20 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
     )
 }
 
+/// Where the private containerd of `data_dir` keeps its state: on `/run` (cleared by a
+/// reboot), named after the data directory so that two engines' containerds stay apart.
+pub fn state_dir(data_dir: &Path) -> PathBuf {
+    let abs = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+    let hash = abs
+        .as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .fold(0xcbf29ce484222325u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
+        });
+    PathBuf::from("/run/wasmengine").join(format!("containerd-{:08x}", hash as u32))
+}
+
 impl Embedded {
     /// Starts (or finds, if one from an earlier run still answers) the private containerd.
     pub async fn start(data_dir: &Path) -> anyhow::Result<Embedded> {
@@ -74,10 +94,8 @@ impl Embedded {
             return Ok(Embedded { address, pid });
         }
         let config = dir.join("config.toml");
-        std::fs::write(
-            &config,
-            config_toml(&dir.join("root"), &dir.join("state"), &address),
-        )?;
+        let state = state_dir(data_dir);
+        std::fs::write(&config, config_toml(&dir.join("root"), &state, &address))?;
         // Our shim sits next to this binary (a build tree or an install prefix).
         let exe_dir = std::env::current_exe()?
             .parent()

@@ -240,6 +240,9 @@ where
         std::process::exit(0);
     }
 
+    // WasmEngine patch: the runtime's name keys its state directories.
+    crate::sandbox::shim::set_runtime_name(name);
+
     // Initialize the zygote and logger for the container process
     #[cfg(unix)]
     if !flags.info {

@@ -30,7 +30,15 @@ impl InstanceConfig {
         let rootdir = DEFAULT_CONTAINER_ROOT_DIR.join(runtime.as_ref());
         let file = match File::open(self.bundle.join("options.json")) {
             Ok(f) => f,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(rootdir.join(&self.namespace)),
+            // WasmEngine patch: the default root is keyed by the containerd the task belongs
+            // to (see `sandbox::shim::cleanup`).
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                return Ok(crate::sandbox::shim::default_root(
+                    runtime.as_ref(),
+                    &self.namespace,
+                    &self.bundle,
+                ));
+            }
             Err(e) => return Err(e.into()),
         };
         let path = serde_json::from_reader::<_, Options>(file)?
@@ -103,10 +111,8 @@ mod tests {
         };
         let root = cfg.determine_rootdir("runtime")?;
         assert!(root.is_absolute());
-        assert_eq!(
-            root,
-            PathBuf::from("/run/containerd/runtime").join(namespace)
-        );
+        assert!(root.starts_with("/run/containerd/runtime"));
+        assert!(root.file_name().unwrap().to_string_lossy().starts_with("test_namespace-"));
         Ok(())
     }
 }

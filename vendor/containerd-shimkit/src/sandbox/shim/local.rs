@@ -185,6 +185,9 @@ impl<T: Instance + Send + Sync, E: EventSender> Local<T, E> {
             }
         }
 
+        // WasmEngine patch: state an earlier, killed shim left for this id goes first.
+        super::cleanup::remove_stale_state(&self.namespace, Path::new(&req.bundle), req.id());
+
         let cfg = InstanceConfig {
             namespace: self.namespace.clone(),
             containerd_address: self.containerd_address.clone(),

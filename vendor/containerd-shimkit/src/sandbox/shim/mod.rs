@@ -2,6 +2,7 @@
 
 pub use local::Config;
 
+mod cleanup;
 mod events;
 mod instance_data;
 mod local;
@@ -9,6 +10,7 @@ mod local;
 mod shim;
 mod task_state;
 pub(crate) use shim::Shim;
+pub(crate) use cleanup::{default_root, set_runtime_name};
 
 #[cfg(feature = "opentelemetry")]
 mod otel;

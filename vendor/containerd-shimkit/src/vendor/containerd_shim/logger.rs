@@ -50,13 +50,43 @@ impl FifoLogger {
         Self::with_path("log")
     }
 
+    /// WasmEngine patch: the FIFO is opened without blocking. A plain open for writing
+    /// waits for a reader, and when containerd runs a shim command without holding the log
+    /// FIFO open (as it does for `delete` after a crash or reboot) the shim waited for ever and
+    /// containerd with it. With no reader, the log goes to stderr, which containerd keeps for
+    /// shim commands.
     #[allow(dead_code)]
     pub fn with_path<P: AsRef<Path>>(path: P) -> Result<FifoLogger, io::Error> {
-        let f = OpenOptions::new()
+        use std::os::unix::fs::OpenOptionsExt;
+        use std::os::fd::AsRawFd;
+        let f = match OpenOptions::new()
             .write(true)
             .read(false)
             .create(false)
-            .open(path)?;
+            .custom_flags(nix::libc::O_NONBLOCK)
+            .open(path)
+        {
+            Ok(f) => {
+                // Writes block as before once a reader is there: only the open must not.
+                let fd = f.as_raw_fd();
+                // SAFETY: fcntl on a descriptor this function owns.
+                unsafe {
+                    let flags = nix::libc::fcntl(fd, nix::libc::F_GETFL);
+                    nix::libc::fcntl(fd, nix::libc::F_SETFL, flags & !nix::libc::O_NONBLOCK);
+                }
+                f
+            }
+            Err(e) if e.raw_os_error() == Some(nix::libc::ENXIO) || e.kind() == io::ErrorKind::NotFound => {
+                // SAFETY: dup of this process's stderr, owned by the new File.
+                let fd = unsafe { nix::libc::dup(2) };
+                if fd < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                // SAFETY: `fd` is a fresh descriptor owned by nothing else.
+                unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) }
+            }
+            Err(e) => return Err(e),
+        };
 
         Ok(FifoLogger {
             file: Mutex::new(f),
