@@ -28,6 +28,20 @@ SAMPLES=(
     "echo-string-wasi|wasi|echo-string-wasi/c/main.c"
     "gcd|num|gcd/c/gcd.c"
     "gcd-wasi|wasi|gcd-wasi/c/main.c common/c/json.c"
+    # The same sources laid out as rustc lays out wasm32 modules: the stack first, 1 MiB of
+    # it, data and heap above, 17 pages of initial memory. What real functions cost per call.
+    "authentication-rl|abi-rl|authentication/c/authentication.c common/c/auth.c common/c/json.c common/c/md5.c"
+    "authentication-wasi-rl|wasi-rl|authentication-wasi/c/main.c common/c/auth.c common/c/json.c common/c/md5.c"
+    "echo-string-rl|abi-rl|echo-string/c/echo_string.c"
+    "echo-string-wasi-rl|wasi-rl|echo-string-wasi/c/main.c"
+)
+
+# rustc's wasm32 layout (see above).
+RUSTC_LAYOUT=(-Wl,--stack-first -Wl,-z,stack-size=1048576 -Wl,--initial-memory=1114112)
+
+# WAT samples: name|source. The memoryless gcd: nothing in an instance to reset.
+WAT=(
+    "gcd-nomem|gcd/wat/gcd.wat"
 )
 
 # Rust crates: name|crate dir|target
@@ -93,6 +107,9 @@ else
             # fresh instance cheap to reset.
             num) cmd=("$CC" "${BARE[@]}" "${CFLAGS[@]}" "${src[@]}" "$NOLIBC"
                       -Wl,-z,stack-size=8192 -Wl,--initial-memory=65536) ;;
+            wasi-rl) cmd=("$CC" --target=wasm32-wasi "${CFLAGS[@]}" "${src[@]}" -Wl,--strip-all
+                          "${RUSTC_LAYOUT[@]}") ;;
+            abi-rl) cmd=("$CC" "${BARE[@]}" "${CFLAGS[@]}" "${src[@]}" "$NOLIBC" "${RUSTC_LAYOUT[@]}") ;;
             *) cmd=("$CC" "${BARE[@]}" "${CFLAGS[@]}" "${src[@]}" "$NOLIBC") ;;
         esac
         if log=$("${cmd[@]}" -o "$OUT/$name.wasm" 2>&1) && validate "$OUT/$name.wasm"; then
@@ -105,6 +122,18 @@ else
         fi
     done
 fi
+
+for w in "${WAT[@]}"; do
+    IFS='|' read -r name src <<<"$w"
+    if ! command -v wat2wasm >/dev/null 2>&1; then
+        echo "skipped $name (wat2wasm not found; install wabt)"
+    elif wat2wasm "$HERE/$src" -o "$OUT/$name.wasm"; then
+        echo "built $name"
+    else
+        echo "skipped $name (wat2wasm failed, see above)"
+        FAILED=1
+    fi
+done
 
 # Rust: only when rustup has the target (it needs `rustup target add`, i.e. network).
 installed=""
