@@ -85,6 +85,14 @@ pub struct ServeArgs {
     #[arg(long, env = "WASMENGINE_FUNCTION_CONCURRENCY", default_value_t = 16)]
     pub function_concurrency: u32,
 
+    /// Largest image a deploy accepts, its layers as stored (compressed): 422 beyond.
+    #[arg(long, env = "WASMENGINE_MAX_IMAGE_BYTES", default_value_t = 128 << 20)]
+    pub max_image_bytes: u64,
+
+    /// Largest image a deploy accepts, its layers unpacked: 422 beyond.
+    #[arg(long, env = "WASMENGINE_MAX_IMAGE_UNPACKED_BYTES", default_value_t = 512 << 20)]
+    pub max_image_unpacked_bytes: u64,
+
     /// How long in-flight requests may take to finish after SIGTERM.
     #[arg(long, env = "WASMENGINE_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,
@@ -113,6 +121,25 @@ impl ServeArgs {
                 "--data-dir {} is too long for function sockets (at most {} characters)",
                 self.data_dir.display(),
                 107 - (longest.as_os_str().len() - self.data_dir.as_os_str().len())
+            ));
+        }
+        // containerd's rule for namespaces: a label of letters, digits, '-', '_' and '.'.
+        let ns_ok = !self.namespace.is_empty()
+            && self.namespace.len() <= 76
+            && self
+                .namespace
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphanumeric())
+            && self
+                .namespace
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !ns_ok {
+            return Err(format!(
+                "--namespace {:?} is not a valid containerd namespace (letters, digits, '-', '_' \
+                 and '.', starting with a letter or digit, at most 76 characters)",
+                self.namespace
             ));
         }
         if self.function_concurrency == 0 {

@@ -8,26 +8,31 @@
 //!   only store: nothing here survives a restart, nothing needs to).
 //! - delete: stop the task (SIGTERM, grace, SIGKILL), delete it, the container, its snapshot.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{json, Value};
-use wasmengine_api::function::{
-    FunctionConfig, FunctionLimits, CACHE_DIR_IN_CONTAINER, ERROR_FILE_NAME,
-    SOCKET_DIR_IN_CONTAINER, SOCKET_NAME,
-};
+use wasmengine_api::function::{FunctionLimits, ERROR_FILE_NAME, SOCKET_NAME};
 use wasmengine_api::invoke::{ErrorCode, InvokeError};
 use wasmengine_api::rest::DeployRequest;
 
 use crate::containerd::{Containerd, TaskState};
 use crate::error::{ApiError, ApiResult};
-use crate::image::{self, ResolvedImage};
+use crate::image;
 use crate::invoker::{CallFailure, Invoker};
+use crate::layers::SizeCaps;
 use crate::metrics::Metrics;
 use crate::reference::Reference;
 use crate::registry::Registries;
+
+mod lifecycle;
+mod spec;
+
+use lifecycle::function_owned_dir;
+use spec::labels;
+pub use spec::FUNCTION_UID;
 
 pub const LABEL_FUNCTION: &str = "io.wasmengine.function";
 pub const LABEL_IMAGE: &str = "io.wasmengine.image";
@@ -46,12 +51,17 @@ const LEASE_TTL: Duration = Duration::from_secs(3600);
 /// Default function timeout (the core's), used to bound a call at the engine.
 const DEFAULT_TIMEOUT_MS: u64 = 10_000;
 const DEFAULT_MEMORY_MB: u64 = 256;
+const DEFAULT_MAX_OUTPUT_BYTES: u64 = 1 << 20;
+/// Environment names that carry a function's configuration to the shim.
+const RESERVED_ENV_PREFIX: &str = "WASMENGINE_";
 
 /// Settings of every function this engine deploys.
 #[derive(Debug, Clone)]
 pub struct FunctionDefaults {
     /// Calls one function runs at once (more wait their turn in the shim).
     pub concurrency: u32,
+    /// How large an image may be.
+    pub image_caps: SizeCaps,
 }
 
 pub struct Functions {
@@ -159,6 +169,12 @@ impl Functions {
         self.socket_root.join(name)
     }
 
+    /// A function's own module cache: written by its container alone, so that no function
+    /// can plant code another one loads.
+    fn function_cache_dir(&self, name: &str) -> PathBuf {
+        self.cache_dir.join(name)
+    }
+
     pub async fn deploy(&self, req: &DeployRequest) -> ApiResult<()> {
         let start = Instant::now();
         let r = self.deploy_inner(req).await;
@@ -187,7 +203,7 @@ impl Functions {
         if let Some(bad) = req
             .env
             .keys()
-            .find(|k| k.is_empty() || k.contains('=') || k.starts_with("WASMENGINE_"))
+            .find(|k| k.is_empty() || k.contains('=') || k.starts_with(RESERVED_ENV_PREFIX))
         {
             return Err(ApiError::bad_request(format!(
                 "invalid env name {bad:?} (empty, has '=', or reserved WASMENGINE_ prefix)"
@@ -230,14 +246,13 @@ impl Functions {
         let (image_name, target) = self
             .find_or_pull(reference, &req.function_image, lease)
             .await?;
-        let image = image::resolve(&self.ctd, &target).await?;
+        let image = image::resolve(&self.ctd, &target, self.defaults.image_caps).await?;
         image::unpack(&self.ctd, &image, lease).await?;
 
-        std::fs::create_dir_all(&self.cache_dir)
-            .map_err(|e| ApiError::internal(format!("create {}: {e}", self.cache_dir.display())))?;
         let dir = self.socket_dir(name);
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| ApiError::internal(format!("create {}: {e}", dir.display())))?;
+        for d in [&dir, &self.function_cache_dir(name)] {
+            function_owned_dir(d)?;
+        }
         let _ = std::fs::remove_file(dir.join(SOCKET_NAME));
         let _ = std::fs::remove_file(dir.join(ERROR_FILE_NAME));
 
@@ -288,7 +303,13 @@ impl Functions {
         tracing::info!("pulling {normalised}");
         let target = self
             .registries
-            .pull(&self.ctd, reference, &normalised, lease)
+            .pull(
+                &self.ctd,
+                reference,
+                &normalised,
+                lease,
+                self.defaults.image_caps,
+            )
             .await?;
         Ok((normalised, target))
     }
@@ -303,7 +324,7 @@ impl Functions {
         self.ctd.create_task(name, mounts).await?;
         tracing::debug!("{name}: task created in {:?}", start.elapsed());
         self.ctd.start_task(name).await?;
-        let invoker = Invoker::new(&self.socket_dir(name).join(SOCKET_NAME));
+        let invoker = Invoker::new(&self.socket_dir(name).join(SOCKET_NAME), 0);
         let mut polls = 0u32;
         loop {
             if invoker.ready().await {
@@ -313,8 +334,7 @@ impl Functions {
             polls += 1;
             if polls.is_multiple_of(20) {
                 if let TaskState::Stopped(code) = self.ctd.task_state(name).await? {
-                    let why = std::fs::read_to_string(self.socket_dir(name).join(ERROR_FILE_NAME))
-                        .unwrap_or_default();
+                    let why = read_error_file(&self.socket_dir(name));
                     return Err(exited_before_ready(name, code, why.trim()));
                 }
             }
@@ -340,6 +360,7 @@ impl Functions {
             tracing::warn!("remove snapshot {snapshot_key}: {e}");
         }
         let _ = std::fs::remove_dir_all(self.socket_dir(name));
+        let _ = std::fs::remove_dir_all(self.function_cache_dir(name));
         self.handles.lock().unwrap().remove(name);
     }
 
@@ -359,6 +380,7 @@ impl Functions {
         self.ctd.delete_container(name).await?;
         self.ctd.remove_snapshot(&container.snapshot_key).await?;
         let _ = std::fs::remove_dir_all(self.socket_dir(name));
+        let _ = std::fs::remove_dir_all(self.function_cache_dir(name));
         self.handles.lock().unwrap().remove(name);
         tracing::info!("deleted {name}");
         Ok(())
@@ -432,7 +454,14 @@ impl Functions {
             .unwrap_or_else(|| self.socket_dir(name).join(SOCKET_NAME));
         let timeout = limits.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS);
         let handle = Arc::new(Handle {
-            invoker: Invoker::new(&socket),
+            invoker: Invoker::new(
+                &socket,
+                limits
+                    .max_output_bytes
+                    .unwrap_or(DEFAULT_MAX_OUTPUT_BYTES)
+                    .try_into()
+                    .unwrap_or(usize::MAX),
+            ),
             call_timeout: Duration::from_millis(timeout) + Duration::from_secs(30),
             restart: tokio::sync::Mutex::new(()),
         });
@@ -448,7 +477,8 @@ impl Functions {
             Ok(_) => None,
             Err((_, kind)) => Some(kind.as_str()),
         };
-        if !matches!(&r, Err((e, _)) if e.status == 404 && kind == Some("not_found")) {
+        // A name that is not deployed (or not even valid) gets no series of its own.
+        if kind != Some("not_found") {
             self.metrics.invocation(name, start.elapsed(), kind);
         }
         r.map_err(|(e, _)| e)
@@ -490,6 +520,8 @@ impl Functions {
                 Ok(Ok((status, out))) => return Err(function_error(name, status, &out)),
                 Ok(Err(f)) => f,
             };
+            // A request that reached the function is never sent again: it may have run.
+            let delivered = matches!(failure, CallFailure::Broken(_));
             if restarted {
                 return Err((
                     ApiError::unavailable(format!(
@@ -501,173 +533,36 @@ impl Functions {
             self.revive(name, &handle, &failure)
                 .await
                 .map_err(|e| (e, "unavailable".to_string()))?;
+            if delivered {
+                return Err((
+                    ApiError::unavailable(format!(
+                        "function {name} failed during the call ({failure}); the call was \
+                         not repeated"
+                    )),
+                    "unavailable".into(),
+                ));
+            }
             restarted = true;
         }
     }
-
-    /// After a failed call: if the task is not running, restart it (once, whoever gets here
-    /// first); if it is running, the call failure stands.
-    async fn revive(&self, name: &str, handle: &Handle, failure: &CallFailure) -> ApiResult<()> {
-        let _guard = handle.restart.lock().await;
-        handle.invoker.reset();
-        if handle.invoker.ready().await {
-            return Ok(()); // someone else restarted it meanwhile
-        }
-        let state = self.ctd.task_state(name).await?;
-        if state == TaskState::Running {
-            return Err(ApiError::unavailable(format!(
-                "function {name} is running but not answering: {failure}"
-            )));
-        }
-        let container = self
-            .ctd
-            .container(name)
-            .await?
-            .ok_or_else(|| ApiError::not_found(format!("function {name} is not deployed")))?;
-        tracing::warn!(
-            "function {name}: task {} ({failure}); restarting it",
-            state.as_str()
-        );
-        let start = Instant::now();
-        self.ctd.stop_task(name, STOP_GRACE).await?;
-        let mounts = self.ctd.snapshot_mounts(&container.snapshot_key).await?;
-        self.start_task(name, mounts).await?;
-        self.metrics.restarted(name, start.elapsed());
-        tracing::info!("function {name}: restarted in {:?}", start.elapsed());
-        Ok(())
-    }
-
-    /// The OCI runtime spec of a function's container.
-    fn spec(&self, req: &DeployRequest, image: &ResolvedImage, socket_dir: &Path) -> Value {
-        let config = FunctionConfig {
-            name: req.function_name.clone(),
-            wasi: Some(req.wasi_cap),
-            export: req.export.clone(),
-            socket: format!("{SOCKET_DIR_IN_CONTAINER}/{SOCKET_NAME}"),
-            limits: req.limits.clone(),
-            concurrency: Some(self.defaults.concurrency),
-            cache_dir: Some(CACHE_DIR_IN_CONTAINER.to_string()),
-        };
-        let mut env: BTreeMap<String, String> = BTreeMap::new();
-        env.insert(
-            "PATH".into(),
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
-        );
-        let entries = image.env.iter().cloned().chain(
-            req.env
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .chain(config.to_env()),
-        );
-        for e in entries {
-            if let Some((k, v)) = e.split_once('=') {
-                env.insert(k.to_string(), v.to_string());
-            }
-        }
-        let env: Vec<String> = env.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let per_call = req.limits.memory_limit_mb.unwrap_or(DEFAULT_MEMORY_MB);
-        let cgroup_memory = (per_call * u64::from(self.defaults.concurrency) + 128) * 1024 * 1024;
-        json!({
-            "ociVersion": "1.0.2",
-            "process": {
-                "terminal": false,
-                "user": {"uid": 0, "gid": 0},
-                "args": image.args,
-                "env": env,
-                "cwd": "/",
-                "capabilities": {
-                    "bounding": CAPS, "effective": CAPS, "permitted": CAPS,
-                },
-                "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 4096, "soft": 4096}],
-                "noNewPrivileges": true
-            },
-            "root": {"path": "rootfs"},
-            // For people and tools reading the spec; the shim itself reads the env above.
-            "annotations": {
-                LABEL_FUNCTION: req.function_name,
-                LABEL_IMAGE: req.function_image,
-                LABEL_WASI: req.wasi_cap.to_string(),
-                LABEL_LIMITS: serde_json::to_string(&req.limits).unwrap_or_default(),
-            },
-            "hostname": req.function_name,
-            "mounts": [
-                {"destination": "/proc", "type": "proc", "source": "proc",
-                 "options": ["nosuid", "noexec", "nodev"]},
-                {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
-                 "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
-                {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
-                 "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
-                {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
-                 "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
-                {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
-                 "options": ["nosuid", "noexec", "nodev"]},
-                {"destination": "/sys", "type": "sysfs", "source": "sysfs",
-                 "options": ["nosuid", "noexec", "nodev", "ro"]},
-                {"destination": "/run", "type": "tmpfs", "source": "tmpfs",
-                 "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
-                {"destination": SOCKET_DIR_IN_CONTAINER, "type": "bind",
-                 "source": socket_dir.display().to_string(), "options": ["rbind", "rw"]},
-                {"destination": CACHE_DIR_IN_CONTAINER, "type": "bind",
-                 "source": self.cache_dir.display().to_string(), "options": ["rbind", "rw"]}
-            ],
-            "linux": {
-                "resources": {
-                    "devices": [{"allow": false, "access": "rwm"}],
-                    "memory": {"limit": cgroup_memory}
-                },
-                "cgroupsPath": format!("/{}/{}", self.ctd.namespace, req.function_name),
-                "namespaces": [
-                    {"type": "pid"}, {"type": "ipc"}, {"type": "uts"},
-                    {"type": "mount"}, {"type": "network"}
-                ],
-                "maskedPaths": [
-                    "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys",
-                    "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
-                    "/proc/sched_debug", "/sys/firmware", "/proc/scsi"
-                ],
-                "readonlyPaths": [
-                    "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"
-                ]
-            }
-        })
-    }
 }
 
-/// The capabilities containerd gives a container by default.
-const CAPS: &[&str] = &[
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-];
-
-fn labels(req: &DeployRequest, image: &ResolvedImage) -> HashMap<String, String> {
-    let mut l = HashMap::new();
-    l.insert(LABEL_FUNCTION.to_string(), req.function_name.clone());
-    l.insert(LABEL_IMAGE.to_string(), req.function_image.clone());
-    l.insert(
-        LABEL_IMAGE_DIGEST.to_string(),
-        image.manifest_digest.clone(),
-    );
-    l.insert(LABEL_WASI.to_string(), req.wasi_cap.to_string());
-    if let Some(e) = &req.export {
-        l.insert(LABEL_EXPORT.to_string(), e.clone());
+/// Why a function could not start, as its shim left it: read without following a link the
+/// container may have put there, and no more than a screenful.
+fn read_error_file(dir: &Path) -> String {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut text = String::new();
+    if let Ok(f) = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(dir.join(ERROR_FILE_NAME))
+    {
+        if f.metadata().is_ok_and(|m| m.is_file()) {
+            let _ = f.take(4096).read_to_string(&mut text);
+        }
     }
-    l.insert(
-        LABEL_LIMITS.to_string(),
-        serde_json::to_string(&req.limits).unwrap(),
-    );
-    l
+    text
 }
 
 /// A task that stopped before answering: the shim's exit codes say why.
@@ -740,6 +635,18 @@ mod tests {
         for bad in ["", "-a", "_a", "A", "a.b", "a/b", "a b", &"a".repeat(64)] {
             assert_eq!(validate_name(bad).unwrap_err().status, 400, "{bad}");
         }
+    }
+
+    #[test]
+    fn the_error_file_is_read_bounded_and_never_through_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("secret"), "host secret").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("secret"), dir.path().join(ERROR_FILE_NAME))
+            .unwrap();
+        assert_eq!(read_error_file(dir.path()), "");
+        std::fs::remove_file(dir.path().join(ERROR_FILE_NAME)).unwrap();
+        std::fs::write(dir.path().join(ERROR_FILE_NAME), "x".repeat(1 << 20)).unwrap();
+        assert_eq!(read_error_file(dir.path()).len(), 4096);
     }
 
     #[test]

@@ -2,7 +2,6 @@
 //! exactly one runnable Wasm module, and unpack its layers into snapshots.
 
 use std::collections::HashMap;
-use std::io::Read;
 
 use containerd_client::types::Descriptor;
 use serde_json::Value;
@@ -11,6 +10,7 @@ use wasmengine_api::image as media;
 
 use crate::containerd::{Containerd, SNAPSHOTTER};
 use crate::error::{ApiError, ApiResult};
+use crate::layers::{Node, SizeCaps, Tree};
 
 /// What the engine needs to run an image.
 #[derive(Debug, Clone)]
@@ -34,7 +34,11 @@ impl ResolvedImage {
 }
 
 /// Reads the image `target` points at and checks it holds one runnable module.
-pub async fn resolve(ctd: &Containerd, target: &Descriptor) -> ApiResult<ResolvedImage> {
+pub async fn resolve(
+    ctd: &Containerd,
+    target: &Descriptor,
+    caps: SizeCaps,
+) -> ApiResult<ResolvedImage> {
     let mut manifest_digest = target.digest.clone();
     let mut manifest: Value = json(&ctd.read_content(&manifest_digest).await?)?;
     if manifest["manifests"].is_array() {
@@ -77,6 +81,7 @@ pub async fn resolve(ctd: &Containerd, target: &Descriptor) -> ApiResult<Resolve
     args.extend(strings(&config["config"]["Cmd"]));
     let env = strings(&config["config"]["Env"]);
 
+    caps.check_layers(layers.iter().map(|l| l.size))?;
     let wasm_layers: Vec<&Descriptor> = layers
         .iter()
         .filter(|l| {
@@ -84,6 +89,12 @@ pub async fn resolve(ctd: &Containerd, target: &Descriptor) -> ApiResult<Resolve
         })
         .collect();
     if !wasm_layers.is_empty() {
+        if wasm_layers[0].size as u64 > caps.unpacked {
+            return Err(ApiError::unprocessable(format!(
+                "the Wasm layer takes {} bytes, over the {}-byte cap (--max-image-unpacked-bytes)",
+                wasm_layers[0].size, caps.unpacked
+            )));
+        }
         if wasm_layers.len() > 1 {
             let wasm_layers = wasm_layers.len();
             return Err(ApiError::unprocessable(format!(
@@ -110,12 +121,31 @@ pub async fn resolve(ctd: &Containerd, target: &Descriptor) -> ApiResult<Resolve
             "image config's diff_ids do not match its layers",
         ));
     }
-    let mut files = Vec::new();
+    // The rootfs as the snapshotter will lay it out: the module must be Wasm after every
+    // layer, not only in the layer that first put it there.
+    let mut tree = Tree::default();
     for layer in &layers {
         let blob = ctd.read_content(&layer.digest).await?;
-        files.extend(wasm_files(&layer.media_type, &blob)?);
+        tree.apply(&layer.media_type, &blob, caps.unpacked)?;
     }
-    let module = choose_module(args.first(), &files)?;
+    if let Some(path) = args.first().and_then(|a| a.split('#').next()) {
+        match tree.get(path) {
+            Some(Node::Wasm) | None => {}
+            Some(node) => {
+                return Err(ApiError::unprocessable(format!(
+                    "image entrypoint {path} is not a Wasm module in the image's final rootfs \
+                     (it is {}): only Wasm runs as a function",
+                    match node {
+                        Node::File => "a file of another kind",
+                        Node::Dir => "a directory",
+                        Node::Link => "a link, or below one",
+                        _ => "a special file",
+                    }
+                )))
+            }
+        }
+    }
+    let module = choose_module(args.first(), &tree.wasm_files())?;
     if args.is_empty() {
         args.push(module);
     }
@@ -170,40 +200,6 @@ fn list(files: &[String]) -> String {
 fn json(bytes: &[u8]) -> ApiResult<Value> {
     serde_json::from_slice(bytes)
         .map_err(|e| ApiError::unprocessable(format!("image holds malformed JSON: {e}")))
-}
-
-/// Paths (absolute) of the Wasm modules (by magic number) in a tar layer.
-fn wasm_files(media_type: &str, blob: &[u8]) -> ApiResult<Vec<String>> {
-    let reader: Box<dyn Read + '_> = if blob.starts_with(&[0x1f, 0x8b]) {
-        Box::new(flate2::read::GzDecoder::new(blob))
-    } else if media_type.contains("tar") {
-        Box::new(blob)
-    } else {
-        return Err(ApiError::unprocessable(format!(
-            "image layer type {media_type} is neither a tar layer nor a Wasm layer"
-        )));
-    };
-    let mut archive = tar::Archive::new(reader);
-    let mut out = Vec::new();
-    let entries = archive
-        .entries()
-        .map_err(|e| ApiError::unprocessable(format!("image layer is not a tar: {e}")))?;
-    for entry in entries {
-        let mut entry =
-            entry.map_err(|e| ApiError::unprocessable(format!("image layer is not a tar: {e}")))?;
-        if !entry.header().entry_type().is_file() {
-            continue;
-        }
-        let mut magic = [0u8; 4];
-        if entry.read_exact(&mut magic).is_ok() && &magic == b"\0asm" {
-            let path = entry
-                .path()
-                .map(|p| p.to_string_lossy().trim_start_matches("./").to_string())
-                .unwrap_or_default();
-            out.push(format!("/{}", path.trim_start_matches('/')));
-        }
-    }
-    Ok(out)
 }
 
 /// containerd's chain ids: chain[0] = diff[0], chain[i] = sha256(chain[i-1] + " " + diff[i]).
@@ -298,19 +294,5 @@ mod tests {
         let err = choose_module(None, &files(&["/a.wasm", "/b.wasm"])).unwrap_err();
         assert_eq!(err.status, 422);
         assert!(err.message.contains("/a.wasm, /b.wasm"), "{}", err.message);
-    }
-
-    #[test]
-    fn finds_modules_in_classic_layers() {
-        let image = wasmengine_api::image::build(
-            b"\0asm\x01\0\0\0",
-            &wasmengine_api::image::ImageSpec::classic("fn.wasm"),
-        )
-        .unwrap();
-        let layer = &image.layers[0];
-        assert_eq!(
-            wasm_files(&layer.media_type, &layer.data).unwrap(),
-            vec!["/fn.wasm"]
-        );
     }
 }

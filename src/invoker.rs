@@ -1,5 +1,11 @@
 //! The engine side of the invocation protocol (`wasmengine_api::invoke`): HTTP/1.1 over a
 //! function's unix socket, with kept-alive connections reused across calls.
+//!
+//! The function on the other end is untrusted: its answer's head and body are read within
+//! bounds (the body within the function's output cap plus room for an error), never into a
+//! buffer sized by what it announces. A call is delivered at most once: a kept-alive
+//! connection is checked before a request goes out on it, and a request that went out is
+//! never sent again.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -13,10 +19,14 @@ use wasmengine_api::invoke::{PATH_INVOKE, PATH_READY};
 /// Idle connections kept per function (more callers than this open short-lived ones).
 const MAX_IDLE: usize = 128;
 const MAX_HEAD: usize = 16 << 10;
+/// Room in an answer beyond the result cap: an error's JSON, a command's stderr tail.
+pub const ANSWER_MARGIN: usize = 64 << 10;
 
 pub struct Invoker {
     socket: PathBuf,
     idle: Mutex<Vec<BufReader<UnixStream>>>,
+    /// Largest answer body accepted.
+    max_body: usize,
 }
 
 /// Why a call did not get an answer.
@@ -38,10 +48,13 @@ impl std::fmt::Display for CallFailure {
 }
 
 impl Invoker {
-    pub fn new(socket: &Path) -> Invoker {
+    /// An invoker for the function at `socket` whose results are at most `max_output`
+    /// bytes.
+    pub fn new(socket: &Path, max_output: usize) -> Invoker {
         Invoker {
             socket: socket.to_path_buf(),
             idle: Mutex::new(Vec::new()),
+            max_body: max_output.saturating_add(ANSWER_MARGIN),
         }
     }
 
@@ -67,7 +80,7 @@ impl Invoker {
                 matches!(
                     tokio::time::timeout(
                         Duration::from_secs(2),
-                        exchange(&mut conn, "GET", PATH_READY, b"")
+                        exchange(&mut conn, "GET", PATH_READY, b"", 64)
                     )
                     .await,
                     Ok(Ok((200, _, _)))
@@ -83,28 +96,39 @@ impl Invoker {
         path: &str,
         body: &[u8],
     ) -> Result<(u16, Vec<u8>), CallFailure> {
-        // A reused connection may have been closed by the server since: one retry on a
-        // fresh one, which is safe because nothing was answered on the stale one.
-        let reused = self.idle.lock().unwrap().pop();
-        if let Some(mut conn) = reused {
-            if let Ok((status, body, keep)) = exchange(&mut conn, method, path, body).await {
-                if keep {
-                    self.put_back(conn);
-                }
-                return Ok((status, body));
-            }
-        }
-        let stream = UnixStream::connect(&self.socket)
-            .await
-            .map_err(CallFailure::NotListening)?;
-        let mut conn = BufReader::new(stream);
-        let (status, body, keep) = exchange(&mut conn, method, path, body)
+        let mut conn = match self.take_idle() {
+            Some(conn) => conn,
+            None => BufReader::new(
+                UnixStream::connect(&self.socket)
+                    .await
+                    .map_err(CallFailure::NotListening)?,
+            ),
+        };
+        // From here on the request may have reached the function: a failure is final.
+        let (status, body, keep) = exchange(&mut conn, method, path, body, self.max_body)
             .await
             .map_err(CallFailure::Broken)?;
         if keep {
             self.put_back(conn);
         }
         Ok((status, body))
+    }
+
+    /// An idle connection the function has not closed. The server sends nothing unasked on
+    /// a kept-alive connection, so one with anything to read (its end, or stray bytes) is
+    /// stale and dropped.
+    fn take_idle(&self) -> Option<BufReader<UnixStream>> {
+        let mut idle = self.idle.lock().unwrap();
+        while let Some(conn) = idle.pop() {
+            let mut probe = [0u8; 1];
+            match conn.get_ref().try_read(&mut probe) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && conn.buffer().is_empty() => {
+                    return Some(conn)
+                }
+                _ => continue,
+            }
+        }
+        None
     }
 
     fn put_back(&self, conn: BufReader<UnixStream>) {
@@ -121,6 +145,7 @@ async fn exchange(
     method: &str,
     path: &str,
     body: &[u8],
+    max_body: usize,
 ) -> io::Result<(u16, Vec<u8>, bool)> {
     let mut out = format!(
         "{method} {path} HTTP/1.1\r\nhost: function\r\ncontent-length: {}\r\n\r\n",
@@ -132,7 +157,8 @@ async fn exchange(
 
     let mut head = Vec::with_capacity(256);
     loop {
-        let n = conn.read_until(b'\n', &mut head).await?;
+        let room = (MAX_HEAD + 1).saturating_sub(head.len()) as u64;
+        let n = (&mut *conn).take(room).read_until(b'\n', &mut head).await?;
         if n == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
@@ -163,7 +189,147 @@ async fn exchange(
             keep = !h.value.eq_ignore_ascii_case(b"close");
         }
     }
-    let mut body = vec![0; length];
-    conn.read_exact(&mut body).await?;
+    if length > max_body {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("function answered {length} bytes, over the {max_body}-byte bound"),
+        ));
+    }
+    let mut body = Vec::with_capacity(length.min(64 << 10));
+    (&mut *conn)
+        .take(length as u64)
+        .read_to_end(&mut body)
+        .await?;
+    if body.len() != length {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "function closed the connection mid-answer",
+        ));
+    }
     Ok((status, body, keep))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::UnixListener;
+
+    use super::*;
+
+    /// What the fake function does with its n-th request (from 0).
+    enum Answer {
+        /// Writes these bytes and keeps the connection.
+        Keep(Vec<u8>),
+        /// Writes these bytes, then closes the connection without saying so.
+        ThenClose(Vec<u8>),
+        /// Closes the connection without an answer (it died mid-call).
+        Drop,
+    }
+
+    /// A function server that reads each request head and answers as `answer` says. Counts
+    /// the requests it read.
+    fn fake(
+        dir: &Path,
+        answer: impl Fn(usize) -> Answer + Send + Sync + 'static,
+    ) -> (PathBuf, Arc<AtomicUsize>) {
+        let socket = dir.join("fn.sock");
+        let listener = UnixListener::bind(&socket).unwrap();
+        let count = Arc::new(AtomicUsize::new(0));
+        let (seen, answer) = (count.clone(), Arc::new(answer));
+        tokio::spawn(async move {
+            while let Ok((conn, _)) = listener.accept().await {
+                let (seen, answer) = (seen.clone(), answer.clone());
+                tokio::spawn(async move {
+                    let mut conn = BufReader::new(conn);
+                    loop {
+                        let mut head = Vec::new();
+                        while !head.ends_with(b"\r\n\r\n") {
+                            if conn.read_until(b'\n', &mut head).await.unwrap_or(0) == 0 {
+                                return;
+                            }
+                        }
+                        match answer(seen.fetch_add(1, Ordering::SeqCst)) {
+                            Answer::Keep(b) => conn.get_mut().write_all(&b).await.unwrap(),
+                            Answer::ThenClose(b) => {
+                                conn.get_mut().write_all(&b).await.unwrap();
+                                return;
+                            }
+                            Answer::Drop => return,
+                        }
+                    }
+                });
+            }
+        });
+        (socket, count)
+    }
+
+    fn ok(body: &str) -> Vec<u8> {
+        format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    }
+
+    #[tokio::test]
+    async fn an_announced_huge_body_is_refused_without_allocating_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (socket, _) = fake(dir.path(), |_| {
+            Answer::Keep(b"HTTP/1.1 200 OK\r\ncontent-length: 1000000000000\r\n\r\nx".to_vec())
+        });
+        let inv = Invoker::new(&socket, 1024);
+        match inv.invoke(b"[]").await {
+            Err(CallFailure::Broken(e)) => assert!(e.to_string().contains("bound"), "{e}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_endless_head_is_cut_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let (socket, _) = fake(dir.path(), |_| {
+            let mut b = b"HTTP/1.1 200 OK\r\nx-junk: ".to_vec();
+            b.extend(std::iter::repeat_n(b'a', 1 << 20));
+            Answer::Keep(b)
+        });
+        let inv = Invoker::new(&socket, 1024);
+        match inv.invoke(b"[]").await {
+            Err(CallFailure::Broken(e)) => assert!(e.to_string().contains("too large"), "{e}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_call_that_reached_the_function_is_not_sent_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (socket, count) = fake(dir.path(), |n| {
+            if n == 0 {
+                Answer::Keep(ok("6"))
+            } else {
+                Answer::Drop
+            }
+        });
+        let inv = Invoker::new(&socket, 1024);
+        assert_eq!(inv.invoke(b"[12,18]").await.unwrap(), (200, b"6".to_vec()));
+        assert!(matches!(
+            inv.invoke(b"[12,18]").await,
+            Err(CallFailure::Broken(_))
+        ));
+        assert_eq!(count.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_the_function_closed_is_not_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let (socket, count) = fake(dir.path(), |n| Answer::ThenClose(ok(&n.to_string())));
+        let inv = Invoker::new(&socket, 1024);
+        assert_eq!(inv.invoke(b"[]").await.unwrap().1, b"0");
+        // Let the close arrive, then call again: a fresh connection, one request.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(inv.invoke(b"[]").await.unwrap().1, b"1");
+        assert_eq!(count.load(Ordering::SeqCst), 2);
+    }
 }

@@ -6,7 +6,8 @@
 //! - [`reference`] and [`registry`]: image references and a client-side pull through the
 //!   registry protocol into containerd's content store.
 //! - [`image`]: reading an image back from containerd (manifest, config, module) and unpacking
-//!   its layers into snapshots.
+//!   its layers into snapshots; [`layers`] what a classic image's rootfs holds after every
+//!   layer (whiteouts applied), and what it unpacks to.
 //! - [`functions`]: deploy, invoke, list, query, delete — functions as containers of our
 //!   runtime, with containerd as the only store of their state.
 //! - [`invoker`]: the engine side of the invocation protocol (kept-alive unix-socket
@@ -23,6 +24,7 @@ pub mod functions;
 pub mod image;
 pub mod image_cmd;
 pub mod invoker;
+pub mod layers;
 pub mod metrics;
 pub mod reference;
 pub mod registry;

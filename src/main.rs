@@ -10,6 +10,7 @@ use wasm_engine::config::{Cli, Command, ServeArgs};
 use wasm_engine::containerd::Containerd;
 use wasm_engine::embedded::{self, Embedded};
 use wasm_engine::functions::{FunctionDefaults, Functions};
+use wasm_engine::layers::SizeCaps;
 use wasm_engine::metrics::Metrics;
 use wasm_engine::registry::Registries;
 use wasm_engine::server::{router, AppState};
@@ -59,9 +60,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         &args.data_dir,
         FunctionDefaults {
             concurrency: args.function_concurrency,
+            image_caps: SizeCaps {
+                compressed: args.max_image_bytes,
+                unpacked: args.max_image_unpacked_bytes,
+            },
         },
         Arc::new(Metrics::default()),
     );
+    let functions = Arc::new(functions);
+    // After a crash or a reboot the functions' tasks are gone: bring them back now rather
+    // than on each one's first call.
+    tokio::spawn(functions.clone().restore_all());
     let state = Arc::new(AppState {
         functions,
         auth_token: args.auth_token.clone(),

@@ -16,6 +16,7 @@ use wasmengine_api::image as media;
 
 use crate::containerd::Containerd;
 use crate::error::{ApiError, ApiResult};
+use crate::layers::SizeCaps;
 use crate::reference::Reference;
 
 const MANIFEST_TYPES: &[&str] = &[
@@ -39,6 +40,7 @@ struct Session<'a> {
     base: String,
     reference: &'a Reference,
     authorization: Option<String>,
+    caps: SizeCaps,
 }
 
 impl Registries {
@@ -118,14 +120,24 @@ impl Registries {
         reference: &Reference,
         name: &str,
         lease: &str,
+        caps: SizeCaps,
     ) -> ApiResult<Descriptor> {
         let mut session = Session {
             registries: self,
             base: self.base_url(reference),
             reference,
             authorization: None,
+            caps,
         };
         let (top_type, top) = session.manifest(reference.object()).await?;
+        // A reference pinned by digest names exactly one document: nothing else is accepted.
+        if let Some(pinned) = &reference.digest {
+            if &sha256(&top) != pinned {
+                return Err(ApiError::bad_gateway(format!(
+                    "registry sent a manifest that does not match the pinned {pinned}"
+                )));
+            }
+        }
         let top_desc = descriptor(&top_type, &top);
         let top_json: Value = serde_json::from_slice(&top)
             .map_err(|e| ApiError::bad_gateway(format!("registry sent a bad manifest: {e}")))?;
@@ -174,7 +186,11 @@ impl Registries {
             "containerd.io/gc.ref.content.config".to_string(),
             config.to_string(),
         );
-        for (i, l) in m["layers"].as_array().into_iter().flatten().enumerate() {
+        let layers = m["layers"].as_array().cloned().unwrap_or_default();
+        session
+            .caps
+            .check_layers(layers.iter().map(|l| l["size"].as_i64().unwrap_or(0)))?;
+        for (i, l) in layers.iter().enumerate() {
             let d = l["digest"].as_str().unwrap_or_default().to_string();
             labels.insert(format!("containerd.io/gc.ref.content.l.{i}"), d.clone());
             blobs.push(d);
@@ -213,11 +229,7 @@ impl Session<'_> {
             .unwrap_or_default()
             .trim()
             .to_string();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| ApiError::bad_gateway(format!("registry: {e}")))?
-            .to_vec();
+        let body = read_capped(resp, MAX_MANIFEST_BYTES, "a manifest's size").await?;
         let mtype = if MANIFEST_TYPES.contains(&mtype.as_str()) {
             mtype
         } else {
@@ -234,11 +246,7 @@ impl Session<'_> {
         let url = format!("{}/blobs/{digest}", self.base);
         let resp = self.get(&url, "*/*").await?;
         let resp = check(resp, self.reference)?;
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| ApiError::bad_gateway(format!("registry: {e}")))?
-            .to_vec();
+        let body = read_capped(resp, self.caps.compressed, "--max-image-bytes").await?;
         if sha256(&body) != digest {
             return Err(ApiError::bad_gateway(format!(
                 "registry sent a blob that does not match {digest}"
@@ -278,6 +286,33 @@ impl Session<'_> {
             self.reference
         )))
     }
+}
+
+/// Largest manifest or index accepted from a registry.
+const MAX_MANIFEST_BYTES: u64 = 4 << 20;
+
+/// A response body, refused as soon as it passes `cap` bytes (whatever it announced).
+async fn read_capped(mut resp: reqwest::Response, cap: u64, what: &str) -> ApiResult<Vec<u8>> {
+    let over = || {
+        ApiError::unprocessable(format!(
+            "registry sent more than {cap} bytes for one object (cap: {what})"
+        ))
+    };
+    if resp.content_length().is_some_and(|n| n > cap) {
+        return Err(over());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| ApiError::bad_gateway(format!("registry: {e}")))?
+    {
+        if body.len() as u64 + chunk.len() as u64 > cap {
+            return Err(over());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 fn check(resp: reqwest::Response, r: &Reference) -> ApiResult<reqwest::Response> {

@@ -19,7 +19,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::functions::Functions;
 
 pub struct AppState {
-    pub functions: Functions,
+    pub functions: Arc<Functions>,
     pub auth_token: Option<String>,
     pub max_body_bytes: usize,
 }

@@ -289,9 +289,12 @@ fn serve(
 /// descriptors of the library's runtime are above it.
 fn close_inherited_sockets() {
     for fd in 3..=6 {
-        let is_socket = std::fs::read_link(format!("/proc/self/fd/{fd}"))
-            .map(|target| target.to_string_lossy().starts_with("socket:"))
-            .unwrap_or(false);
+        // fstat, not /proc/self/fd: a container running as another uid may not read its own
+        // /proc entries once it dropped root.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: fstat writes into `st`; an invalid fd only returns an error.
+        let is_socket = unsafe { libc::fstat(fd, &mut st) } == 0
+            && (st.st_mode & libc::S_IFMT) == libc::S_IFSOCK;
         if is_socket {
             // SAFETY: nothing in this process uses these descriptors.
             unsafe { libc::close(fd) };

@@ -10,6 +10,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use wasmengine_api::invoke::{ErrorCode, InvokeError, PATH_INVOKE, PATH_READY};
@@ -80,11 +81,21 @@ impl Slots {
         }
     }
 
-    fn run<T>(&self, f: impl FnOnce() -> T) -> T {
+    /// Runs `f` in a free slot, waiting for one at most `patience`; `None` if none came free
+    /// in time.
+    fn run<T>(&self, patience: Duration, f: impl FnOnce() -> T) -> Option<T> {
         {
+            let give_up = Instant::now().checked_add(patience);
             let mut free = self.free.lock().unwrap();
             while *free == 0 {
-                free = self.freed.wait(free).unwrap();
+                let left = give_up.map(|g| g.saturating_duration_since(Instant::now()));
+                if left == Some(Duration::ZERO) {
+                    return None;
+                }
+                free = match left {
+                    Some(left) => self.freed.wait_timeout(free, left).unwrap().0,
+                    None => self.freed.wait(free).unwrap(),
+                };
             }
             *free -= 1;
         }
@@ -96,7 +107,7 @@ impl Slots {
             }
         }
         let _release = Release(self);
-        f()
+        Some(f())
     }
 }
 
@@ -141,7 +152,14 @@ fn respond(req: &Request, function: &Function, slots: &Slots) -> (u16, &'static 
                 serde_json::from_slice(&req.body)
             };
             let result = match args {
-                Ok(args) => slots.run(|| function.call(&args)),
+                // The call's timeout counts from its arrival: a call still waiting for a
+                // slot when it runs out answers its timeout without running.
+                Ok(args) => {
+                    let timeout = function.limits().timeout;
+                    slots
+                        .run(timeout, || function.call(&args))
+                        .unwrap_or(Err(CallError::Timeout(timeout)))
+                }
                 Err(e) => Err(CallError::BadArgs(format!("args are not JSON: {e}"))),
             };
             match result {

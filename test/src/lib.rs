@@ -126,6 +126,41 @@ impl Containerd {
         let _ = self.child.wait();
     }
 
+    /// Kills containerd with SIGKILL, as a crash would; shims and tasks are left as they are.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Processes in this containerd's task cgroups (`/<namespace>/<id>`): what the tasks run,
+    /// outside the shims.
+    pub fn task_processes(&self) -> Vec<u32> {
+        let needle = format!(":/{}/", self.namespace);
+        let mut pids = Vec::new();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let cgroup = std::fs::read_to_string(entry.path().join("cgroup")).unwrap_or_default();
+            if cgroup.contains(&needle) {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+
+    /// The shims' runtime state directories of this containerd's namespace.
+    pub fn runtime_state_dirs(&self) -> Vec<PathBuf> {
+        let prefix = format!("{}-", self.namespace);
+        std::fs::read_dir("/run/containerd/wasmengine")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+            .map(|e| e.path())
+            .collect()
+    }
+
     /// Starts containerd again on the same root, state and socket after [`Containerd::stop`].
     pub fn resume(&mut self) -> Result<()> {
         self.child = spawn_containerd(self.dir.path())?;
@@ -186,12 +221,22 @@ impl Containerd {
     /// Builds an image for `wasm` and imports it under `reference`.
     pub fn import_wasm(&self, wasm: &[u8], spec: &ImageSpec, reference: &str) -> Result<()> {
         let image = image::build(wasm, spec)?;
+        self.import_image(&image, spec.layout, reference)
+    }
+
+    /// Imports `image` (of `layout`) under `reference`.
+    pub fn import_image(
+        &self,
+        image: &image::Image,
+        layout: image::Layout,
+        reference: &str,
+    ) -> Result<()> {
         let archive = self
             .dir
             .path()
             .join(format!("{}.tar", image.manifest.digest.replace(':', "-")));
         image.write_archive(std::fs::File::create(&archive)?, reference)?;
-        let extra: &[&str] = match spec.layout {
+        let extra: &[&str] = match layout {
             image::Layout::Classic => &[],
             image::Layout::Artifact => &["--no-unpack", "--all-platforms"],
         };
@@ -248,8 +293,9 @@ impl Drop for Containerd {
             unsafe { libc::kill(pid as i32, libc::SIGKILL) };
         }
         self.stop();
-        let _ =
-            std::fs::remove_dir_all(Path::new("/run/containerd/wasmengine").join(&self.namespace));
+        for dir in self.runtime_state_dirs() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
         for m in self.mounts().iter().rev() {
             if let Some(point) = m.split(' ').nth(4) {
                 let c = std::ffi::CString::new(point).unwrap();
@@ -278,6 +324,41 @@ fn spawn_containerd(dir: &Path) -> Result<Child> {
         .stderr(log)
         .spawn()
         .context("start containerd (apt-get install containerd)")
+}
+
+/// Adds a layer to a classic image: `files` (path, mode, contents) in a gzipped tar, on top.
+pub fn add_layer(img: &mut image::Image, files: &[(&str, u32, &[u8])]) -> Result<()> {
+    use std::io::Write;
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, mode, data) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(*mode);
+        h.set_entry_type(tar::EntryType::Regular);
+        b.append_data(&mut h, path, *data)?;
+    }
+    let tar = b.into_inner()?;
+    let diff_id = image::sha256_digest(&tar);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&tar)?;
+    let blob = |media_type: &str, data: Vec<u8>| image::Blob {
+        media_type: media_type.to_string(),
+        digest: image::sha256_digest(&data),
+        data,
+    };
+    let media = img.layers[0].media_type.clone();
+    img.layers.push(blob(&media, gz.finish()?));
+    let mut config: serde_json::Value = serde_json::from_slice(&img.config.data)?;
+    config["rootfs"]["diff_ids"]
+        .as_array_mut()
+        .context("config without diff_ids")?
+        .push(diff_id.into());
+    img.config = blob(&img.config.media_type, serde_json::to_vec(&config)?);
+    let mut manifest: serde_json::Value = serde_json::from_slice(&img.manifest.data)?;
+    manifest["config"] = img.config.descriptor();
+    manifest["layers"] = img.layers.iter().map(|l| l.descriptor()).collect();
+    img.manifest = blob(&img.manifest.media_type, serde_json::to_vec(&manifest)?);
+    Ok(())
 }
 
 /// Debian's `docker-registry` on 127.0.0.1.

@@ -1,0 +1,134 @@
+//! A function's task over its life after deploy: brought back when found dead (on a call,
+//! or for every function when the engine starts), with the directories it owns.
+
+use std::path::Path;
+use std::time::Instant;
+
+use super::*;
+use crate::invoker::CallFailure;
+
+/// Functions brought back at once at engine start.
+const RESTORE_PARALLEL: usize = 4;
+
+impl Functions {
+    /// Brings back every function whose task is not running (after a crash or a reboot),
+    /// a few at a time. Calls that arrive meanwhile wait for the same restart.
+    pub async fn restore_all(self: Arc<Self>) {
+        let containers = match self.ctd.containers_with_label(LABEL_FUNCTION).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("restore: cannot list functions: {e}");
+                return;
+            }
+        };
+        let start = Instant::now();
+        let names: Vec<String> = containers.into_iter().map(|c| c.id).collect();
+        let total = names.len();
+        let queue = Arc::new(Mutex::new(names));
+        let mut workers = Vec::new();
+        for _ in 0..RESTORE_PARALLEL {
+            let (this, queue) = (self.clone(), queue.clone());
+            workers.push(tokio::spawn(async move {
+                let mut restored = 0usize;
+                loop {
+                    let Some(name) = queue.lock().unwrap().pop() else {
+                        return restored;
+                    };
+                    match this.restore(&name).await {
+                        Ok(true) => restored += 1,
+                        Ok(false) => {}
+                        Err(e) => tracing::warn!("restore {name}: {e}"),
+                    }
+                }
+            }));
+        }
+        let mut restored = 0;
+        for w in workers {
+            restored += w.await.unwrap_or(0);
+        }
+        if restored > 0 {
+            tracing::info!(
+                "restored {restored} of {total} functions in {:?}",
+                start.elapsed()
+            );
+        }
+    }
+
+    /// Starts `name`'s task if it is not running; whether it did.
+    async fn restore(&self, name: &str) -> ApiResult<bool> {
+        if self.ctd.task_state(name).await? == TaskState::Running {
+            return Ok(false);
+        }
+        let handle = self.handle(name).await?;
+        let _guard = handle.restart.lock().await;
+        if self.ctd.task_state(name).await? == TaskState::Running {
+            return Ok(false);
+        }
+        handle.invoker.reset();
+        self.restart_task(name, "restore at start").await?;
+        Ok(true)
+    }
+
+    /// After a failed call: if the task is not running, restart it (once, whoever gets here
+    /// first); if it is running, the call failure stands.
+    pub(super) async fn revive(
+        &self,
+        name: &str,
+        handle: &Handle,
+        failure: &CallFailure,
+    ) -> ApiResult<()> {
+        let _guard = handle.restart.lock().await;
+        handle.invoker.reset();
+        if handle.invoker.ready().await {
+            return Ok(()); // someone else restarted it meanwhile
+        }
+        let state = self.ctd.task_state(name).await?;
+        if state == TaskState::Running {
+            return Err(ApiError::unavailable(format!(
+                "function {name} is running but not answering: {failure}"
+            )));
+        }
+        tracing::warn!(
+            "function {name}: task {} ({failure}); restarting it",
+            state.as_str()
+        );
+        self.restart_task(name, "restart").await
+    }
+
+    /// Replaces `name`'s task with a new one and waits until it answers.
+    async fn restart_task(&self, name: &str, why: &str) -> ApiResult<()> {
+        let container = self
+            .ctd
+            .container(name)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("function {name} is not deployed")))?;
+        let start = Instant::now();
+        self.ctd.stop_task(name, STOP_GRACE).await?;
+        for d in [&self.socket_dir(name), &self.function_cache_dir(name)] {
+            function_owned_dir(d)?;
+        }
+        let mounts = self.ctd.snapshot_mounts(&container.snapshot_key).await?;
+        self.start_task(name, mounts).await?;
+        self.metrics.restarted(name, start.elapsed());
+        tracing::info!("function {name}: {why} took {:?}", start.elapsed());
+        Ok(())
+    }
+}
+
+/// Makes `dir` (and its parents) and gives it to the function's uid, mode 0700: the one
+/// place on the host a function's container may write.
+pub(super) fn function_owned_dir(dir: &Path) -> ApiResult<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let fail = |e: std::io::Error| ApiError::internal(format!("prepare {}: {e}", dir.display()));
+    std::fs::create_dir_all(dir).map_err(fail)?;
+    // Not through a symlink: the directory is the container's to write.
+    if std::fs::symlink_metadata(dir)
+        .map_err(fail)?
+        .file_type()
+        .is_symlink()
+    {
+        return Err(fail(std::io::Error::other("is a symlink")));
+    }
+    std::os::unix::fs::chown(dir, Some(FUNCTION_UID), Some(FUNCTION_UID)).map_err(fail)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(fail)
+}

@@ -1,0 +1,219 @@
+//! The container a function runs in: its OCI runtime spec and labels. The spec is the
+//! engine's alone: the image gives the module, its args and its plain environment, never a
+//! limit, a privilege or the function's configuration.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use serde_json::{json, Value};
+use wasmengine_api::function::{
+    FunctionConfig, FunctionLimits, CACHE_DIR_IN_CONTAINER, SOCKET_DIR_IN_CONTAINER, SOCKET_NAME,
+};
+use wasmengine_api::rest::DeployRequest;
+
+use super::*;
+use crate::image::ResolvedImage;
+
+impl Functions {
+    /// The OCI runtime spec of a function's container.
+    pub(super) fn spec(
+        &self,
+        req: &DeployRequest,
+        image: &ResolvedImage,
+        socket_dir: &Path,
+    ) -> Value {
+        // Every limit is written, defaults included, so nothing is left for the image to set.
+        let limits = FunctionLimits {
+            timeout_ms: Some(req.limits.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS)),
+            memory_limit_mb: Some(req.limits.memory_limit_mb.unwrap_or(DEFAULT_MEMORY_MB)),
+            fuel: req.limits.fuel,
+            max_output_bytes: Some(
+                req.limits
+                    .max_output_bytes
+                    .unwrap_or(DEFAULT_MAX_OUTPUT_BYTES),
+            ),
+        };
+        let config = FunctionConfig {
+            name: req.function_name.clone(),
+            wasi: Some(req.wasi_cap),
+            export: req.export.clone(),
+            socket: format!("{SOCKET_DIR_IN_CONTAINER}/{SOCKET_NAME}"),
+            limits,
+            concurrency: Some(self.defaults.concurrency),
+            cache_dir: Some(CACHE_DIR_IN_CONTAINER.to_string()),
+        };
+        let mut env: BTreeMap<String, String> = BTreeMap::new();
+        env.insert(
+            "PATH".into(),
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+        );
+        // The image's environment reaches the module, but none of its reserved keys: the
+        // function's configuration (mode, limits, socket, cache) is the deploy's alone.
+        let image_env = image.env.iter().filter(|e| {
+            let reserved = e.starts_with(RESERVED_ENV_PREFIX);
+            if reserved {
+                tracing::warn!(
+                    "{}: ignoring the image's {}",
+                    req.function_name,
+                    e.split('=').next().unwrap_or_default()
+                );
+            }
+            !reserved
+        });
+        let entries = image_env.cloned().chain(
+            req.env
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .chain(config.to_env()),
+        );
+        for e in entries {
+            if let Some((k, v)) = e.split_once('=') {
+                env.insert(k.to_string(), v.to_string());
+            }
+        }
+        let env: Vec<String> = env.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let per_call = req.limits.memory_limit_mb.unwrap_or(DEFAULT_MEMORY_MB);
+        let cgroup_memory = (per_call * u64::from(self.defaults.concurrency) + 128) * 1024 * 1024;
+        json!({
+            "ociVersion": "1.0.2",
+            "process": {
+                "terminal": false,
+                "user": {"uid": FUNCTION_UID, "gid": FUNCTION_UID},
+                "args": image.args,
+                "env": env,
+                "cwd": "/",
+                "capabilities": {
+                    "bounding": [], "effective": [], "permitted": [], "inheritable": [],
+                    "ambient": [],
+                },
+                "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 4096, "soft": 4096}],
+                "noNewPrivileges": true
+            },
+            "root": {"path": "rootfs", "readonly": true},
+            // For people and tools reading the spec; the shim itself reads the env above.
+            "annotations": {
+                LABEL_FUNCTION: req.function_name,
+                LABEL_IMAGE: req.function_image,
+                LABEL_WASI: req.wasi_cap.to_string(),
+                LABEL_LIMITS: serde_json::to_string(&req.limits).unwrap_or_default(),
+            },
+            "hostname": req.function_name,
+            "mounts": [
+                {"destination": "/proc", "type": "proc", "source": "proc",
+                 "options": ["nosuid", "noexec", "nodev"]},
+                {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+                 "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+                {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+                 "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+                {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+                 "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+                {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+                 "options": ["nosuid", "noexec", "nodev"]},
+                {"destination": "/sys", "type": "sysfs", "source": "sysfs",
+                 "options": ["nosuid", "noexec", "nodev", "ro"]},
+                {"destination": "/run", "type": "tmpfs", "source": "tmpfs",
+                 "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+                {"destination": SOCKET_DIR_IN_CONTAINER, "type": "bind",
+                 "source": socket_dir.display().to_string(), "options": ["rbind", "rw"]},
+                {"destination": CACHE_DIR_IN_CONTAINER, "type": "bind",
+                 "source": self.function_cache_dir(&req.function_name).display().to_string(),
+                 "options": ["rbind", "rw", "nosuid", "nodev"]}
+            ],
+            "linux": {
+                "resources": {
+                    "devices": [{"allow": false, "access": "rwm"}],
+                    "memory": {"limit": cgroup_memory}
+                },
+                "cgroupsPath": format!("/{}/{}", self.ctd.namespace, req.function_name),
+                "seccomp": seccomp(),
+                "namespaces": [
+                    {"type": "pid"}, {"type": "ipc"}, {"type": "uts"},
+                    {"type": "mount"}, {"type": "network"}
+                ],
+                "maskedPaths": [
+                    "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys",
+                    "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
+                    "/proc/sched_debug", "/sys/firmware", "/proc/scsi"
+                ],
+                "readonlyPaths": [
+                    "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"
+                ]
+            }
+        })
+    }
+}
+
+/// The uid and gid a function's container runs as: not root, and owner of nothing but its
+/// function's socket and cache directories.
+pub const FUNCTION_UID: u32 = 65532;
+
+/// Syscalls a function's process never needs, refused with EPERM. `execve` first: the process
+/// is the shim's Wasm runtime, and nothing else may run in a function's container, even if
+/// its image holds a native program. The others would reach the kernel's global state.
+const DENIED_SYSCALLS: &[&str] = &[
+    "execve",
+    "execveat",
+    "ptrace",
+    "process_vm_readv",
+    "process_vm_writev",
+    "mount",
+    "umount2",
+    "pivot_root",
+    "chroot",
+    "unshare",
+    "setns",
+    "kexec_load",
+    "kexec_file_load",
+    "init_module",
+    "finit_module",
+    "delete_module",
+    "reboot",
+    "swapon",
+    "swapoff",
+    "bpf",
+    "perf_event_open",
+    "keyctl",
+    "add_key",
+    "request_key",
+    "open_by_handle_at",
+    "name_to_handle_at",
+    "acct",
+    "quotactl",
+    "settimeofday",
+    "clock_settime",
+    "adjtimex",
+    "syslog",
+    "userfaultfd",
+    "fanotify_init",
+    "iopl",
+    "ioperm",
+    "move_pages",
+    "migrate_pages",
+    "vhangup",
+];
+
+fn seccomp() -> Value {
+    json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": DENIED_SYSCALLS, "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]
+    })
+}
+
+pub(super) fn labels(req: &DeployRequest, image: &ResolvedImage) -> HashMap<String, String> {
+    let mut l = HashMap::new();
+    l.insert(LABEL_FUNCTION.to_string(), req.function_name.clone());
+    l.insert(LABEL_IMAGE.to_string(), req.function_image.clone());
+    l.insert(
+        LABEL_IMAGE_DIGEST.to_string(),
+        image.manifest_digest.clone(),
+    );
+    l.insert(LABEL_WASI.to_string(), req.wasi_cap.to_string());
+    if let Some(e) = &req.export {
+        l.insert(LABEL_EXPORT.to_string(), e.clone());
+    }
+    l.insert(
+        LABEL_LIMITS.to_string(),
+        serde_json::to_string(&req.limits).unwrap(),
+    );
+    l
+}

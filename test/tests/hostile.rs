@@ -1,0 +1,208 @@
+//! Hostile functions and images, through the engine on a real containerd: every limit holds
+//! against code that tries, configuration is the deploy's and not the image's, only Wasm
+//! runs, and a function's container has no privilege. After each, a healthy function still
+//! answers.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use wasmengine_api::image::{self, ImageSpec, Layout};
+use wasmengine_e2e::{add_layer, app, core_wat, Containerd, Engine};
+
+fn setup(extra: &[&str]) -> (Containerd, Engine) {
+    let c = Containerd::start().expect("containerd");
+    let e = Engine::start(&c, extra).expect("engine");
+    let gcd = "localhost/gcd:hostile";
+    c.import_wasm(&app("gcd"), &ImageSpec::classic("gcd.wasm"), gcd)
+        .unwrap();
+    e.deploy(
+        json!({"function_name": "healthy", "function_image": gcd, "wasi_cap": false,
+                    "export": "gcd"}),
+    );
+    (c, e)
+}
+
+fn healthy(e: &Engine) {
+    let (status, v) = e.invoke("healthy", json!([12, 18]));
+    assert_eq!((status, v["result"].as_str()), (200, Some("6")), "{v}");
+}
+
+#[test]
+fn forty_wasi_sleepers_all_time_out_within_three_seconds() {
+    let (c, e) = setup(&[]);
+    let sleeper = "localhost/sleeps:hostile";
+    c.import_wasm(
+        &core_wat("sleeps"),
+        &ImageSpec::classic("sleeps.wasm"),
+        sleeper,
+    )
+    .unwrap();
+    e.deploy(
+        json!({"function_name": "sleeper", "function_image": sleeper, "wasi_cap": true,
+                    "timeout_ms": 1000}),
+    );
+    let start = Instant::now();
+    let answers: Vec<(u16, serde_json::Value)> = std::thread::scope(|s| {
+        let calls: Vec<_> = (0..40)
+            .map(|_| s.spawn(|| e.invoke("sleeper", json!(["r"]))))
+            .collect();
+        calls.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    let took = start.elapsed();
+    for (status, v) in &answers {
+        assert_eq!(*status, 504, "{v}");
+        assert!(v["message"].as_str().unwrap().contains("timeout"), "{v}");
+    }
+    assert!(took < Duration::from_secs(3), "40 sleepers took {took:?}");
+    // The slots are free again: a short sleep and the healthy function answer.
+    let (status, v) = e.invoke("sleeper", json!(["s"]));
+    assert_eq!((status, v["result"].as_str()), (200, Some("1")), "{v}");
+    healthy(&e);
+}
+
+#[test]
+fn an_image_cannot_set_its_own_limits() {
+    let (c, e) = setup(&[]);
+    // The image asks for a 1-byte output cap and a ten-minute timeout; the deploy sets
+    // neither, so the engine's defaults must hold.
+    let mut spec = ImageSpec::classic("fib.wasm");
+    spec.env = vec![
+        "WASMENGINE_MAX_OUTPUT_BYTES=1".into(),
+        "WASMENGINE_TIMEOUT_MS=600000".into(),
+        "WASMENGINE_MODE=command".into(),
+        "GREETING=hello".into(),
+    ];
+    let fib = "localhost/fibonacci:env";
+    c.import_wasm(&app("fibonacci"), &spec, fib).unwrap();
+    e.deploy(json!({"function_name": "fib", "function_image": fib, "wasi_cap": true}));
+    let (status, v) = e.invoke("fib", json!(["20"]));
+    assert_eq!((status, v["result"].as_str()), (200, Some("6765")), "{v}");
+    let spec_json = c.ctr_ok(&["container", "info", "fib"]).unwrap();
+    assert!(
+        spec_json.contains("WASMENGINE_TIMEOUT_MS=10000"),
+        "{spec_json}"
+    );
+    assert!(!spec_json.contains("600000"), "{spec_json}");
+    assert!(spec_json.contains("GREETING=hello"), "{spec_json}");
+    assert!(e
+        .log()
+        .contains("ignoring the image's WASMENGINE_TIMEOUT_MS"));
+    healthy(&e);
+}
+
+#[test]
+fn a_later_layer_cannot_swap_the_module_for_native_code() {
+    let (c, e) = setup(&[]);
+    let mut img = image::build(&app("gcd"), &ImageSpec::classic("gcd.wasm")).unwrap();
+    add_layer(
+        &mut img,
+        &[("gcd.wasm", 0o755, b"#!/bin/sh\necho native; exit 42\n")],
+    )
+    .unwrap();
+    c.import_image(&img, Layout::Classic, "localhost/swapped:1")
+        .unwrap();
+    let (status, body) = e.post_json(
+        "/function/deploy",
+        &json!({"function_name": "swapped", "function_image": "localhost/swapped:1",
+                "wasi_cap": false}),
+    );
+    assert_eq!(status, 422, "{body}");
+    let msg = body["message"].as_str().unwrap();
+    assert!(msg.contains("final rootfs"), "{msg}");
+    assert!(c.ctr_ok(&["container", "ls", "-q"]).unwrap().trim() == "healthy");
+    healthy(&e);
+}
+
+#[test]
+fn function_containers_run_without_privilege() {
+    let (c, e) = setup(&[]);
+    let info = c.ctr_ok(&["container", "info", "healthy"]).unwrap();
+    let spec: serde_json::Value = serde_json::from_str(&info).unwrap();
+    let spec = &spec["Spec"];
+    assert_eq!(spec["process"]["user"]["uid"], 65532, "{spec}");
+    assert_eq!(spec["root"]["readonly"], true);
+    assert!(spec["linux"]["seccomp"]["syscalls"][0]["names"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("execve")));
+    // The running process, as the kernel sees it.
+    let pids = c.task_processes();
+    assert!(!pids.is_empty());
+    for pid in pids {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .map(|l| l[name.len()..].trim().to_string())
+                .unwrap_or_default()
+        };
+        assert!(field("Uid:").starts_with("65532"), "{status}");
+        assert_eq!(field("CapEff:"), "0000000000000000", "{status}");
+        assert_eq!(field("Seccomp:"), "2", "{status}");
+        assert_eq!(field("NoNewPrivs:"), "1", "{status}");
+    }
+    // Its socket and cache directories are its own, and nobody else's.
+    let fn_dir = e.data_dir.path().join("fn/healthy");
+    let cache_dir = e.data_dir.path().join("cache/healthy");
+    for d in [&fn_dir, &cache_dir] {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(d).unwrap();
+        assert_eq!(
+            (m.uid(), m.mode() & 0o777),
+            (65532, 0o700),
+            "{}",
+            d.display()
+        );
+    }
+    healthy(&e);
+}
+
+#[test]
+fn images_over_the_size_caps_are_refused() {
+    let (c, e) = setup(&["--max-image-unpacked-bytes", "1000000"]);
+    let mut img = image::build(&app("gcd"), &ImageSpec::classic("gcd.wasm")).unwrap();
+    let zeros = vec![0u8; 4 << 20];
+    add_layer(&mut img, &[("zeros", 0o644, &zeros)]).unwrap();
+    c.import_image(&img, Layout::Classic, "localhost/zeros:1")
+        .unwrap();
+    let (status, body) = e.post_json(
+        "/function/deploy",
+        &json!({"function_name": "zeros", "function_image": "localhost/zeros:1",
+                "wasi_cap": false}),
+    );
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("1000000-byte cap"),
+        "{body}"
+    );
+    healthy(&e);
+}
+
+#[test]
+fn invalid_names_leave_no_metrics_series_and_bad_namespaces_are_refused() {
+    let (_c, e) = setup(&[]);
+    let (status, _) = e.invoke("Not/A-Name", json!([]));
+    assert_eq!(status, 400);
+    let (status, _) = e.invoke("absent", json!([]));
+    assert_eq!(status, 404);
+    healthy(&e);
+    let (_, metrics) = e.get("/metrics");
+    assert!(!metrics.contains("Not/A-Name"), "{metrics}");
+    assert!(!metrics.contains("absent"), "{metrics}");
+    assert!(metrics.contains(r#"function="healthy""#), "{metrics}");
+
+    let out = std::process::Command::new(wasmengine_e2e::release_dir().join("wasm_engine"))
+        .args(["--namespace", "bad/namespace", "--listen", "127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not a valid containerd namespace"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
