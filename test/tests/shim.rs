@@ -110,6 +110,11 @@ fn image_without_entrypoint_runs_its_one_module_with_the_args() {
         out.contains("argc=3\nargv[0]=/probe.wasm\nargv[1]=hello\nargv[2]=world\n"),
         "{out}"
     );
+    // No args at all (`ctr run IMG ID`, as the original engine's images were run): the one
+    // module runs with itself as argv[0].
+    let (code, out, err) = run(&c, "localhost/probe:bare", "noargs", &[], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("argc=1\nargv[0]=/probe.wasm\n"), "{out}{err}");
     // Two modules and no entrypoint: which one is meant cannot be told.
     let image = wasmengine_api::image::build(&fixture("probe"), &spec).unwrap();
     assert_eq!(image.layers.len(), 1);

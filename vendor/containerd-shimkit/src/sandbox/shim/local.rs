@@ -155,6 +155,11 @@ impl<T: Instance + Send + Sync, E: EventSender> Local<T, E> {
             return Err(Error::AlreadyExists(req.id));
         }
 
+        // WasmEngine patch: a process with no args at all (an image with neither entrypoint
+        // nor command, run without args) gets one empty arg, which the Wasm runtime reads as
+        // "the image's one module"; the container library refuses a process without args.
+        give_argless_process_an_arg(Path::new(&req.bundle))?;
+
         let mut spec = Spec::load(Path::new(&req.bundle).join("config.json"))
             .map_err(|err| Error::InvalidArgument(format!("could not load runtime spec: {err}")))?;
 
@@ -534,4 +539,21 @@ impl<T: Instance + Sync + Send, E: EventSender> Task for Local<T, E> {
 
         Ok(self.task_stats(req).block_on()?)
     }
+}
+
+/// WasmEngine patch: see `task_create`.
+fn give_argless_process_an_arg(bundle: &Path) -> Result<()> {
+    let path = bundle.join("config.json");
+    let mut spec = Spec::load(&path)
+        .map_err(|err| Error::InvalidArgument(format!("could not load runtime spec: {err}")))?;
+    let Some(process) = spec.process_mut() else {
+        return Ok(());
+    };
+    if process.args().as_ref().is_some_and(|a| !a.is_empty()) {
+        return Ok(());
+    }
+    process.set_args(Some(vec![String::new()]));
+    spec.save(&path)
+        .map_err(|err| Error::Others(format!("could not save runtime spec: {err}")))?;
+    Ok(())
 }
