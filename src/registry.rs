@@ -85,8 +85,19 @@ impl Registries {
         if let Some(service) = params.get("service") {
             req = req.query(&[("service", service)]);
         }
-        if let Some(c) = creds {
-            req = req.header(header::AUTHORIZATION, format!("Basic {c}"));
+        // The registry's credentials go to its own token service only: a realm elsewhere gets
+        // an anonymous token request (enough for public images).
+        let plain = self.base_url(reference).starts_with("http:");
+        match creds {
+            Some(c) if realm_is_trusted(reference, realm, plain) => {
+                req = req.header(header::AUTHORIZATION, format!("Basic {c}"));
+            }
+            Some(_) => tracing::warn!(
+                "{}: not sending its credentials to the token service at {realm}, which is \
+                 not on the registry's host",
+                reference.registry
+            ),
+            None => {}
         }
         let resp = req.send().await.map_err(|e| unreachable(reference, e))?;
         if !resp.status().is_success() {
@@ -336,6 +347,39 @@ fn unreachable(r: &Reference, e: reqwest::Error) -> ApiError {
 }
 
 /// `key="value", …` of a `WWW-Authenticate` header.
+/// Whether a token service at `realm` may get `reference`'s registry credentials: it is on the
+/// registry's own host over https (Docker Hub's is `auth.docker.io`), or it is the very
+/// host and port of a registry that is itself reached over plain HTTP.
+fn realm_is_trusted(reference: &Reference, realm: &str, plain: bool) -> bool {
+    let Ok(url) = reqwest::Url::parse(realm) else {
+        return false;
+    };
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let authority = reference.api_host();
+    let registry_host = match authority.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => authority,
+    }
+    .trim_start_matches('[')
+    .trim_end_matches(']');
+    let same_host = host.eq_ignore_ascii_case(registry_host)
+        || (reference.registry == "docker.io" && host == "auth.docker.io");
+    match url.scheme() {
+        "https" => same_host,
+        "http" => {
+            let realm_authority = match url.port() {
+                Some(p) => format!("{}:{p}", url.host_str().unwrap_or_default()),
+                None => url.host_str().unwrap_or_default().to_string(),
+            };
+            plain && same_host && realm_authority.eq_ignore_ascii_case(authority)
+        }
+        _ => false,
+    }
+}
+
 fn parse_challenge(params: &str) -> HashMap<String, String> {
     let mut out = HashMap::new();
     for part in params.split(',') {
@@ -441,6 +485,52 @@ fn docker_credentials() -> HashMap<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_go_only_to_the_registrys_own_token_service() {
+        let r = |s: &str| Reference::parse(s).unwrap();
+        let quay = r("quay.io/org/app:v1");
+        assert!(realm_is_trusted(&quay, "https://quay.io/v2/auth", false));
+        assert!(realm_is_trusted(
+            &quay,
+            "https://QUAY.io:8443/v2/auth",
+            false
+        ));
+        assert!(!realm_is_trusted(
+            &quay,
+            "https://evil.example/token",
+            false
+        ));
+        assert!(!realm_is_trusted(&quay, "http://quay.io/v2/auth", false));
+        assert!(!realm_is_trusted(
+            &quay,
+            "https://quay.io.evil.example/t",
+            false
+        ));
+        assert!(!realm_is_trusted(&quay, "not a url", false));
+        let hub = r("docker.io/library/app:v1");
+        assert!(realm_is_trusted(
+            &hub,
+            "https://auth.docker.io/token",
+            false
+        ));
+        let local = r("127.0.0.1:5000/app:v1");
+        assert!(realm_is_trusted(
+            &local,
+            "http://127.0.0.1:5000/token",
+            true
+        ));
+        assert!(!realm_is_trusted(
+            &local,
+            "http://127.0.0.1:5001/token",
+            true
+        ));
+        assert!(realm_is_trusted(
+            &local,
+            "https://127.0.0.1:5443/token",
+            true
+        ));
+    }
 
     #[test]
     fn challenge_params() {
