@@ -168,4 +168,44 @@ mod tests {
             assert!(Reference::parse(bad).is_err(), "{bad}");
         }
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 500, failure_persistence: None, ..ProptestConfig::default() })]
+
+            /// Any text is a reference or a clear error; a reference, written out, parses
+            /// back to itself.
+            #[test]
+            fn any_text_parses_or_fails_and_round_trips(input in ".{0,80}") {
+                if let Ok(r) = Reference::parse(&input) {
+                    prop_assert_eq!(Reference::parse(&r.to_string()), Ok(r));
+                }
+            }
+
+            /// Well-formed references round trip, their parts intact.
+            #[test]
+            fn well_formed_references_round_trip(
+                host in prop_oneof![Just(String::new()), "[a-z]{1,8}\\.[a-z]{2,3}(:[0-9]{1,5})?/", Just("localhost:5000/".to_string())],
+                path in "[a-z0-9]{1,10}(/[a-z0-9]{1,10}){0,2}",
+                tag in proptest::option::of("[A-Za-z0-9_][A-Za-z0-9_.-]{0,20}"),
+                digest in proptest::option::of("[0-9a-f]{64}"),
+            ) {
+                let mut input = format!("{host}{path}");
+                if let Some(t) = &tag { input.push(':'); input.push_str(t); }
+                if let Some(d) = &digest { input.push_str("@sha256:"); input.push_str(d); }
+                let r = Reference::parse(&input).unwrap();
+                // No tag and no digest means `latest`, as docker has it.
+                let want_tag = match (&tag, &digest) {
+                    (None, None) => Some("latest".to_string()),
+                    _ => tag.clone(),
+                };
+                prop_assert_eq!(&r.tag, &want_tag);
+                prop_assert_eq!(r.digest.clone(), digest.map(|d| format!("sha256:{d}")));
+                prop_assert_eq!(Reference::parse(&r.to_string()), Ok(r));
+            }
+        }
+    }
 }
