@@ -4,6 +4,11 @@
 //! module wrapped with wasmtime's adapter). Plus what a first call costs with a cold precompile cache (compile)
 //! and a warm one (load the artifact from disk).
 //!
+//! Rows ending in `_rl` are the same C sources linked the way rustc lays out a module (stack
+//! first, 1 MiB of stack, 17 pages of initial memory), and `gcd_nomem` is a numeric export
+//! with no memory at all: what users deploy, beside our small samples. The `reset` group runs
+//! the real-layout modules under each way of resetting a pooled memory between calls.
+//!
 //! `make bench` (or `cargo bench -p wasmengine-core`, after `make apps`).
 
 #[path = "../tests/common/mod.rs"]
@@ -42,7 +47,13 @@ fn calls(c: &mut Criterion) {
             },
         )
         .unwrap();
-    let rows: [(&str, Function, Value, &str); 7] = [
+    let rows: [(&str, Function, Value, &str); 12] = [
+        (
+            "gcd_nomem",
+            function(&rt, "gcd-nomem", "gcd", false),
+            json!([1071, 462]),
+            "21",
+        ),
         (
             "gcd",
             function(&rt, "gcd", "gcd", false),
@@ -80,6 +91,30 @@ fn calls(c: &mut Criterion) {
             "",
         ),
         (
+            "echo_string_rl",
+            function(&rt, "echo-string-rl", "echo_string", false),
+            json!({"text": "hello, WasmEngine"}),
+            r#"{"text":"hello, WasmEngine"}"#,
+        ),
+        (
+            "echo_string_wasi_rl",
+            function(&rt, "echo-string-wasi-rl", "echo-string-wasi", true),
+            json!({"text": "hello, WasmEngine"}),
+            r#"{"text":"hello, WasmEngine"}"#,
+        ),
+        (
+            "authentication_rl",
+            function(&rt, "authentication-rl", "authentication", false),
+            auth_args(),
+            "",
+        ),
+        (
+            "authentication_wasi_rl",
+            function(&rt, "authentication-wasi-rl", "authentication-wasi", true),
+            auth_args(),
+            "",
+        ),
+        (
             "authentication_wasi_component",
             auth_component,
             auth_args(),
@@ -88,16 +123,72 @@ fn calls(c: &mut Criterion) {
     ];
     let mut group = c.benchmark_group("call");
     for (label, f, args, expect) in &rows {
-        let out = f.call(args).unwrap();
-        if expect.is_empty() {
-            assert!(
-                out.contains("\"403\"") && out.contains("c5187dd86a648a819f527c7a8a4f7bf4"),
-                "{out}"
-            );
-        } else {
-            assert_eq!(&out, expect, "{label}");
-        }
+        check(label, f, args, expect);
         group.bench_function(*label, |b| b.iter(|| f.call(args).unwrap()));
+    }
+    group.finish();
+}
+
+fn check(label: &str, f: &Function, args: &Value, expect: &str) {
+    let out = f.call(args).unwrap();
+    if expect.is_empty() {
+        assert!(
+            out.contains("\"403\"") && out.contains("c5187dd86a648a819f527c7a8a4f7bf4"),
+            "{out}"
+        );
+    } else {
+        assert_eq!(out, expect, "{label}");
+    }
+}
+
+/// The real-layout modules under each reset strategy: dirty-page scan (where the kernel has
+/// `PAGEMAP_SCAN`) or `memset` of what is kept resident, with 1 MiB or 16 MiB kept resident.
+fn reset(c: &mut Criterion) {
+    let mut group = c.benchmark_group("reset");
+    for (scan, keep) in [
+        (true, 1usize << 20),
+        (true, 16 << 20),
+        (false, 1 << 20),
+        (false, 16 << 20),
+    ] {
+        let rt = Runtime::new(EngineConfig {
+            pagemap_scan: scan,
+            keep_resident_bytes: keep,
+            pool_instances: 16,
+            ..EngineConfig::default()
+        })
+        .unwrap();
+        let mode = format!(
+            "{}_keep{}m",
+            if scan { "scan" } else { "memset" },
+            keep >> 20
+        );
+        let rows = [
+            (
+                "authentication_rl",
+                function(&rt, "authentication-rl", "authentication", false),
+                auth_args(),
+                "",
+            ),
+            (
+                "authentication_wasi_rl",
+                function(&rt, "authentication-wasi-rl", "authentication-wasi", true),
+                auth_args(),
+                "",
+            ),
+            (
+                "echo_string",
+                function(&rt, "echo-string", "echo_string", false),
+                json!({"text": "hello, WasmEngine"}),
+                r#"{"text":"hello, WasmEngine"}"#,
+            ),
+        ];
+        for (label, f, args, expect) in &rows {
+            check(label, f, args, expect);
+            group.bench_function(format!("{label}/{mode}"), |b| {
+                b.iter(|| f.call(args).unwrap())
+            });
+        }
     }
     group.finish();
 }
@@ -146,5 +237,5 @@ fn first_call(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, calls, first_call);
+criterion_group!(benches, calls, reset, first_call);
 criterion_main!(benches);

@@ -236,3 +236,40 @@ fn gcd_wasi_takes_an_object_or_two_values() {
         other => panic!("expected exit 1, got {other:?}"),
     }
 }
+
+/// The builds with rustc's memory layout answer exactly as the small ones do, large input
+/// included (it lands above the 1 MiB stack and grows the memory).
+#[test]
+fn real_layout_builds_match_the_small_ones() {
+    let rt = runtime();
+    let big = "z".repeat(300_000);
+    let auth_args = [
+        json!({"arg_uri": "yes", "arg_body": "yes", "arg_secret": "12345"}),
+        json!({"arg_uri": "yes", "arg_body": "yes", "arg_secret": YES_HASH}),
+        json!({"arg_uri": "u", "arg_body": big, "arg_secret": "s"}),
+        json!({"arg_uri": "yes"}),
+    ];
+    let echo_args = [json!({"msg": "héllo", "n": [1, 2]}), json!([big])];
+    let pairs: [(&str, &str, &[Value]); 4] = [
+        ("authentication", "authentication", &auth_args),
+        ("authentication-wasi", "authentication-wasi", &auth_args),
+        ("echo-string", "echo_string", &echo_args),
+        ("echo-string-wasi", "echo-string-wasi", &echo_args),
+    ];
+    for (name, export, cases) in pairs {
+        let small = load(&rt, &app(name), export, None);
+        let real = load(&rt, &app(&format!("{name}-rl")), export, None);
+        assert_eq!(small.kind(), real.kind(), "{name}");
+        for args in cases {
+            assert_eq!(
+                real.call(args).unwrap(),
+                small.call(args).unwrap(),
+                "{name} {args:.60}"
+            );
+        }
+    }
+    let gcd = load(&rt, &app("gcd-nomem"), "gcd", None);
+    assert_eq!(gcd.kind(), Kind::Numeric);
+    assert_eq!(gcd.call(&json!([1071, 462])).unwrap(), "21");
+    assert_eq!(gcd.call(&json!([-12, 18])).unwrap(), "6");
+}

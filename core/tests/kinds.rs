@@ -101,6 +101,35 @@ fn string_abi_input_larger_than_memory_grows_it() {
     assert!(out.starts_with("[\"XXX") && out.ends_with("XX\"]"));
 }
 
+/// A real-layout module's writes (globals, stack, data, last page, grown pages) are never seen
+/// by the next call, under every way the pool may reset a memory.
+#[test]
+fn no_call_sees_an_earlier_calls_writes_under_any_reset() {
+    for (scan, keep) in [
+        (true, 1usize << 20),
+        (true, 16 << 20),
+        (false, 0),
+        (false, 1 << 20),
+        (false, 16 << 20),
+    ] {
+        let rt = wasmengine_core::Runtime::new(wasmengine_core::EngineConfig {
+            pool_instances: 4,
+            pagemap_scan: scan,
+            keep_resident_bytes: keep,
+            ..wasmengine_core::EngineConfig::default()
+        })
+        .unwrap();
+        let f = load(&rt, &wat("fresh"), "touch", Some(false));
+        for call in 0..5 {
+            assert_eq!(
+                f.call(&json!([])).unwrap(),
+                "0",
+                "call {call}, scan {scan}, keep {keep}"
+            );
+        }
+    }
+}
+
 #[test]
 fn every_call_gets_a_fresh_instance() {
     let rt = runtime();
