@@ -161,6 +161,22 @@ impl Containerd {
             .collect()
     }
 
+    /// The sockets of this containerd's shims, as each shim's bundle records them.
+    pub fn shim_sockets(&self) -> Vec<PathBuf> {
+        let tasks = self
+            .dir
+            .path()
+            .join("state/io.containerd.runtime.v2.task")
+            .join(&self.namespace);
+        std::fs::read_dir(tasks)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path().join("address")).ok())
+            .map(|a| PathBuf::from(a.trim().trim_start_matches("unix://")))
+            .collect()
+    }
+
     /// Starts containerd again on the same root, state and socket after [`Containerd::stop`].
     pub fn resume(&mut self) -> Result<()> {
         self.child = spawn_containerd(self.dir.path())?;

@@ -95,6 +95,8 @@ fn crash_and_recover(crash: Crash) {
         .copied()
         .filter(|p| !tasks.contains(p))
         .collect();
+    let sockets = c.shim_sockets();
+    assert_eq!(sockets.len(), n, "{sockets:?}");
     doomed.extend(e.pid());
     if crash == Crash::Reboot {
         doomed.extend(&tasks);
@@ -141,6 +143,9 @@ fn crash_and_recover(crash: Crash) {
         "still alive: {survivors:?}"
     );
     assert!(c.mounts().is_empty(), "{:?}", c.mounts());
+    // Nor the dead shims' sockets, which would make each function's next shim wait for them.
+    let left: Vec<_> = sockets.iter().filter(|s| s.exists()).collect();
+    assert!(left.is_empty(), "dead shim sockets left: {left:?}");
 
     // A new engine finds every function and each answers (its task started again).
     e.restart().expect("engine starts again");
@@ -150,6 +155,9 @@ fn crash_and_recover(crash: Crash) {
         assert_eq!(v["result"], expected(i));
     }
     let all_answering = start.elapsed();
+    if std::env::var_os("WASMENGINE_CRASH_LOG").is_some() {
+        eprintln!("{}", e.log());
+    }
     eprintln!(
         "{n} functions: containerd answered {first_answer:?} after its restart, every \
          function {all_answering:?}"

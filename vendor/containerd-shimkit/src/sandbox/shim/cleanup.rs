@@ -88,6 +88,41 @@ pub(crate) fn dead_task(namespace: &str, bundle: &Path, id: &str) {
     }
 }
 
+/// The shim group a container belongs to: its CRI sandbox, or itself.
+pub(crate) fn grouping(bundle: &Path, id: &str) -> String {
+    #[derive(serde::Deserialize)]
+    struct Spec {
+        annotations: Option<std::collections::HashMap<String, String>>,
+    }
+    std::fs::read(bundle.join("config.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Spec>(&b).ok())
+        .and_then(|s| s.annotations)
+        .and_then(|mut a| a.remove("io.kubernetes.cri.sandbox-id"))
+        .unwrap_or_else(|| id.to_string())
+}
+
+/// Removes the socket of `grouping`'s shim if a dead shim left it (nothing accepts on it).
+/// Left in place, the next start of that shim waits a second for it before replacing it. A
+/// live shim's socket (other containers of its group) stays.
+pub(crate) fn remove_dead_socket(containerd_address: &str, namespace: &str, grouping: &str) {
+    use std::os::unix::fs::FileTypeExt;
+    let address = containerd_shim::socket_address(containerd_address, namespace, grouping);
+    let path = address.strip_prefix("unix://").unwrap_or(&address);
+    let is_socket = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket());
+    if !is_socket {
+        return;
+    }
+    if let Err(e) = std::os::unix::net::UnixStream::connect(path) {
+        if e.kind() == std::io::ErrorKind::ConnectionRefused {
+            match std::fs::remove_file(path) {
+                Ok(()) => log::info!("removed the dead shim socket {path}"),
+                Err(e) => log::warn!("cannot remove the dead shim socket {path}: {e}"),
+            }
+        }
+    }
+}
+
 /// The cgroup directories of a task (every v1 hierarchy, or the v2 one), from its spec.
 fn cgroup_dirs(bundle: &Path) -> Vec<PathBuf> {
     #[derive(serde::Deserialize)]

@@ -71,6 +71,8 @@ where
             .and_then(|a| a.get("io.kubernetes.cri.sandbox-id"))
             .unwrap_or(&id);
 
+        // WasmEngine patch: a socket a killed shim left would cost a second's wait.
+        super::cleanup::remove_dead_socket(&opts.address, &opts.namespace, grouping);
         let (_child, address) = shim::spawn(opts, grouping, vec![])?;
 
         write_address(&address)?;
@@ -98,7 +100,15 @@ where
         // WasmEngine patch: containerd runs `delete` for a shim that died (at its own start
         // too): clean what the task left, in bounded time, and never fail for it.
         match current_dir() {
-            Ok(bundle) => super::cleanup::dead_task(&self.namespace, &bundle, &self._id),
+            Ok(bundle) => {
+                super::cleanup::dead_task(&self.namespace, &bundle, &self._id);
+                let grouping = super::cleanup::grouping(&bundle, &self._id);
+                super::cleanup::remove_dead_socket(
+                    &self.containerd_address,
+                    &self.namespace,
+                    &grouping,
+                );
+            }
             Err(e) => log::warn!("delete: no bundle directory: {e}"),
         }
         Ok(api::DeleteResponse {
