@@ -3,6 +3,10 @@
 //! call's limits are armed (memory limiter, fuel, epoch deadline). A WASI preview 2 command
 //! component is a WASI command too: it runs through `wasi:cli/run` with the same stdio,
 //! argv and limits.
+//!
+//! The one exception: a numeric function whose module has no state at all (no memory, table,
+//! mutable global or import) keeps its instances, which have nothing to reset
+//! ([`crate::stateless`]).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,6 +29,7 @@ use crate::cache::LoadSource;
 use crate::config::Limits;
 use crate::error::CallError;
 use crate::kind::{Entry, Kind};
+use crate::stateless::{Warm, WarmPool};
 use crate::tail::TailPipe;
 
 /// What to load: the deploy-time description of a function.
@@ -164,6 +169,9 @@ pub struct Function {
     /// call would otherwise build both per call).
     pub(crate) params: Vec<wasmtime::ValType>,
     pub(crate) signature: String,
+    /// Kept instances, for a numeric function whose module has no state at all
+    /// ([`crate::stateless`]); `None` for every other function.
+    pub(crate) warm: Option<WarmPool>,
 }
 
 /// What is instantiated per call.
@@ -329,6 +337,9 @@ impl Function {
 
     fn call_numeric(&self, args: &Value) -> Result<String, CallError> {
         let values = args::numeric_params(args, &self.params, &self.entry.export, &self.signature)?;
+        if let Some(pool) = &self.warm {
+            return self.call_warm(pool, &values);
+        }
         let (mut store, instance) = self.instantiate(self.quiet_wasi())?;
         let func = self.entry_func(&mut store, &instance)?;
         // The common shape `(i32, i32) -> i32` (gcd and friends) through a typed call, which
@@ -345,6 +356,50 @@ impl Function {
         func.call(&mut store, &values, &mut results)
             .map_err(|e| self.classify(e))?;
         Ok(args::render_results(&results))
+    }
+
+    /// A numeric call of a stateless module on a kept instance (or a new one, kept after).
+    fn call_warm(&self, pool: &WarmPool, values: &[Val]) -> Result<String, CallError> {
+        let mut warm = match pool.take() {
+            Some(w) => w,
+            None => {
+                let (mut store, instance) = self.instantiate(None)?;
+                let func = self.entry_func(&mut store, &instance)?;
+                let typed = func.typed::<(i32, i32), i32>(&store).ok();
+                Warm {
+                    store,
+                    func,
+                    typed,
+                    instance,
+                }
+            }
+        };
+        // The call's own limits, as a new store would have them.
+        let guard = &mut warm.store.data_mut().guard;
+        if guard.is_interrupted() {
+            return Err(self.classify(InterruptHit.into()));
+        }
+        guard.deadline = Instant::now().checked_add(self.limits.timeout);
+        warm.store.set_epoch_deadline(1);
+        if self.fuel_metered {
+            warm.store
+                .set_fuel(self.limits.fuel.unwrap_or(u64::MAX))
+                .map_err(|e| self.classify(e))?;
+        }
+        let out = match (&warm.typed, values) {
+            (Some(typed), [Val::I32(a), Val::I32(b)]) => {
+                typed.call(&mut warm.store, (*a, *b)).map(|r| r.to_string())
+            }
+            _ => {
+                let mut results = vec![Val::I32(0); self.entry.ty.results().len()];
+                warm.func
+                    .call(&mut warm.store, values, &mut results)
+                    .map(|()| args::render_results(&results))
+            }
+        };
+        // A trap leaves nothing behind either: the instance serves the next call.
+        pool.put(warm);
+        out.map_err(|e| self.classify(e))
     }
 
     fn run_start(&self, argv: &[String], io: Io, root: Option<&Path>) -> Result<i32, CallError> {

@@ -30,6 +30,7 @@ pub mod error;
 pub mod function;
 pub mod kind;
 pub mod runtime;
+mod stateless;
 pub mod tail;
 
 pub use cache::LoadSource;

@@ -17,6 +17,7 @@ use crate::config::{EngineConfig, Limits};
 use crate::error::LoadError;
 use crate::function::{CallState, Code, ComponentState, Exports, Function, FunctionSpec};
 use crate::kind::{self, Entry, Kind};
+use crate::stateless::WarmPool;
 
 pub struct Runtime {
     engine: Engine,
@@ -89,7 +90,15 @@ impl Runtime {
     pub fn load(&self, wasm: &[u8], spec: &FunctionSpec) -> Result<Function, LoadError> {
         let limits = self.limits_for(spec)?;
         let (module, source) = self.cache.load(&self.engine, wasm)?;
-        self.prepare(module, source, crate::cache::digest(wasm), spec, limits)
+        let stateless = crate::stateless::is_stateless(wasm);
+        self.prepare(
+            module,
+            source,
+            crate::cache::digest(wasm),
+            spec,
+            limits,
+            stateless,
+        )
     }
 
     /// Like [`Runtime::load`], for an artifact made by [`Runtime::precompile_artifact`] of an
@@ -113,6 +122,7 @@ impl Runtime {
             crate::cache::digest(artifact),
             spec,
             limits,
+            false,
         )
     }
 
@@ -142,6 +152,7 @@ impl Runtime {
         digest: String,
         spec: &FunctionSpec,
         limits: Limits,
+        stateless: bool,
     ) -> Result<Function, LoadError> {
         let module = match compiled {
             Compiled::Module(module) => module,
@@ -165,6 +176,7 @@ impl Runtime {
         };
         tracing::debug!(function = %spec.name, kind = %entry.kind, ?source, "loaded");
         let params = entry.ty.params().collect();
+        let entry_kind = entry.kind;
         let signature = crate::kind::signature(&entry.ty);
         Ok(Function {
             name: spec.name.clone(),
@@ -179,6 +191,7 @@ impl Runtime {
             interrupted: self.interrupted.clone(),
             digest,
             source,
+            warm: (stateless && entry_kind == Kind::Numeric).then(WarmPool::default),
         })
     }
 
@@ -226,6 +239,7 @@ impl Runtime {
             interrupted: self.interrupted.clone(),
             digest,
             source,
+            warm: None,
         })
     }
 

@@ -130,6 +130,23 @@ fn no_call_sees_an_earlier_calls_writes_under_any_reset() {
     }
 }
 
+/// A numeric export whose module holds state (a mutable global) gets a fresh instance per
+/// call, as every stateful module does; only modules with no state keep their instances.
+#[test]
+fn numeric_exports_with_state_get_a_fresh_instance() {
+    let counter = wat::parse_str(
+        r#"(module (global $n (mut i32) (i32.const 0))
+             (func (export "count") (result i32)
+               (global.set $n (i32.add (global.get $n) (i32.const 1))) (global.get $n)))"#,
+    )
+    .unwrap();
+    let rt = runtime();
+    let f = load(&rt, &counter, "count", None);
+    for _ in 0..3 {
+        assert_eq!(f.call(&json!([])).unwrap(), "1");
+    }
+}
+
 #[test]
 fn every_call_gets_a_fresh_instance() {
     let rt = runtime();

@@ -233,3 +233,79 @@ fn interrupt_stops_running_calls_promptly() {
     });
     assert!(matches!(spin.call(&json!([])), Err(CallError::Interrupted)));
 }
+
+/// A module with no state keeps its instances between calls: each call still gets its own
+/// deadline and fuel, a call that hit a limit does not spoil the next, and the runtime's
+/// interrupt stops it.
+#[test]
+fn stateless_modules_reused_instances_keep_every_limit() {
+    let pure = wat::parse_str(
+        r#"(module (func (export "run") (param $n i32) (result i32) (local $i i32)
+             (if (i32.eq (local.get $n) (i32.const -1)) (then (loop $l (br $l))))
+             (loop $l
+               (local.set $i (i32.add (local.get $i) (i32.const 1)))
+               (br_if $l (i32.lt_u (local.get $i) (local.get $n))))
+             (local.get $i)))"#,
+    )
+    .unwrap();
+    let rt = Runtime::new(EngineConfig {
+        pool_instances: 8,
+        fuel: true,
+        ..EngineConfig::default()
+    })
+    .unwrap();
+    let timeout = Duration::from_millis(150);
+    let f = load_with(
+        &rt,
+        &pure,
+        "run",
+        None,
+        Some(Limits {
+            timeout,
+            fuel: Some(100_000),
+            ..limits()
+        }),
+    );
+    for round in 0..3 {
+        assert_eq!(f.call(&json!([10])).unwrap(), "10", "round {round}");
+        let start = Instant::now();
+        let err = f.call(&json!([-1])).unwrap_err();
+        assert!(
+            matches!(err, CallError::Timeout(_) | CallError::FuelExhausted(_)),
+            "{err:?}"
+        );
+        assert!(start.elapsed() < timeout + Duration::from_secs(2));
+        // Fuel is per call: many calls just under the limit all pass.
+        for _ in 0..5 {
+            assert_eq!(f.call(&json!([5_000])).unwrap(), "5000");
+        }
+        let err = f.call(&json!([10_000_000])).unwrap_err();
+        assert!(matches!(err, CallError::FuelExhausted(_)), "{err:?}");
+    }
+    // A spinning call on a reused instance ends at its deadline when fuel allows.
+    let f = load_with(
+        &rt,
+        &pure,
+        "run",
+        None,
+        Some(Limits {
+            timeout,
+            ..limits()
+        }),
+    );
+    assert_eq!(f.call(&json!([3])).unwrap(), "3");
+    let start = Instant::now();
+    let err = f.call(&json!([-1])).unwrap_err();
+    assert!(
+        matches!(err, CallError::Timeout(t) if t == timeout),
+        "{err:?}"
+    );
+    assert!(start.elapsed() >= timeout);
+    assert_eq!(f.call(&json!([4])).unwrap(), "4");
+    // The runtime's interrupt stops reused instances too.
+    rt.interrupt_handle().interrupt();
+    assert!(matches!(
+        f.call(&json!([4])).unwrap_err(),
+        CallError::Interrupted
+    ));
+}
