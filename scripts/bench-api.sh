@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # `make bench-api`: the engine with a private containerd; wrk against /function/invoke for a
-# string-ABI function (authentication) and a WASI one (authentication-wasi): 1 connection
-# (latency p50/p99) and 64 connections (req/s), DURATION each; then deploy → first result
-# for an image containerd already holds (median of 9).
+# string-ABI function with a one-page memory (authentication), the same built with rustc's
+# layout (authentication-rl) and a WASI one (authentication-wasi): 1 connection (latency
+# p50/p99) and 64 connections (req/s), DURATION each, beside the engine's own 404 route in the
+# same run (the HTTP stack with no work), printed as ratios; then deploy → first result for an
+# image containerd already holds (median of 9).
 # Env: DURATION (default 10s).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,11 +22,18 @@ cleanup() {
   done
   kill -TERM "$epid" 2>/dev/null || true
   wait "$epid" 2>/dev/null || true
-  rm -rf /run/containerd/wasmengine/bench "$dir"
+  rm -rf /run/containerd/wasmengine/bench-* "$dir"
+  # The private containerd's state dir (see src/embedded.rs: FNV-1a of the data dir).
+  rm -rf "/run/wasmengine/containerd-$(python3 -c '
+import sys
+h = 0xcbf29ce484222325
+for b in sys.argv[1].encode():
+    h = ((h ^ b) * 0x100000001b3) & (2**64 - 1)
+print("%08x" % (h & 0xffffffff))' "$dir")"
 }
 trap cleanup EXIT
 for _ in $(seq 1 300); do curl -sf "$url/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
-for name in authentication authentication-wasi; do
+for name in authentication authentication-rl authentication-wasi; do
   "$release/wasm_engine" image build "build/apps/$name.wasm" -t "localhost/$name:bench" \
     --data-dir "$dir/store" --import --containerd-address "$dir/containerd/containerd.sock" \
     --namespace bench >/dev/null
@@ -32,9 +41,20 @@ done
 curl -sf -XPOST "$url/function/deploy" \
   -d '{"function_name":"authentication","function_image":"localhost/authentication:bench","wasi_cap":false}' >/dev/null
 curl -sf -XPOST "$url/function/deploy" \
+  -d '{"function_name":"authentication-rl","function_image":"localhost/authentication-rl:bench","wasi_cap":false,"export":"authentication"}' >/dev/null
+curl -sf -XPOST "$url/function/deploy" \
   -d '{"function_name":"authentication-wasi","function_image":"localhost/authentication-wasi:bench","wasi_cap":true}' >/dev/null
 
-for fn in authentication authentication-wasi; do
+rps() { awk '/Requests\/sec/ {print $2}'; }
+echo "== 404 route (no work): 64 connections, $DURATION"
+out404=$(wrk -t2 -c64 -d"$DURATION" --latency "$url/nope")
+echo "$out404" | grep -E "^\s+(50|99)%|Requests/sec"
+base=$(echo "$out404" | rps)
+echo "== 404 route: 1 connection, $DURATION"
+wrk -t1 -c1 -d"$DURATION" --latency "$url/nope" | grep -E "^\s+(50|99)%|Requests/sec"
+
+ratios=()
+for fn in authentication authentication-rl authentication-wasi; do
   cat >"$dir/$fn.lua" <<LUA
 wrk.method = "POST"
 wrk.body = '{"function_name":"$fn","args":{"arg_uri":"yes","arg_body":"yes","arg_secret":"12345"}}'
@@ -45,9 +65,11 @@ LUA
   wrk -t1 -c1 -d"$DURATION" --latency -s "$dir/$fn.lua" "$url/function/invoke" \
     | grep -E "^\s+(50|99)%|Requests/sec|Non-2xx"
   echo "== $fn: 64 connections, $DURATION"
-  wrk -t2 -c64 -d"$DURATION" --latency -s "$dir/$fn.lua" "$url/function/invoke" \
-    | grep -E "^\s+(50|99)%|Requests/sec|Non-2xx"
+  out=$(wrk -t2 -c64 -d"$DURATION" --latency -s "$dir/$fn.lua" "$url/function/invoke")
+  echo "$out" | grep -E "^\s+(50|99)%|Requests/sec|Non-2xx"
+  ratios+=("$(echo "$out" | rps | awk -v b="$base" -v f="$fn" '{printf "%s at 64 connections: %.0f req/s = %.2f x the 404 route (%.0f req/s)", f, $1, $1 / b, b}')")
 done
+printf '%s\n' "${ratios[@]}"
 
 echo "== deploy -> first result (image already in containerd), 9 runs"
 sleep 2 # let the load above settle
