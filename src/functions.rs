@@ -81,6 +81,8 @@ struct Handle {
     invoker: Invoker,
     /// Bound on one call at the engine: the function's timeout plus slack.
     call_timeout: Duration,
+    /// The function's own timeout: the longest a call waits for one of its slots.
+    timeout: Duration,
     restart: tokio::sync::Mutex<()>,
 }
 
@@ -324,7 +326,7 @@ impl Functions {
         self.ctd.create_task(name, mounts).await?;
         tracing::debug!("{name}: task created in {:?}", start.elapsed());
         self.ctd.start_task(name).await?;
-        let invoker = Invoker::new(&self.socket_dir(name).join(SOCKET_NAME), 0);
+        let invoker = Invoker::new(&self.socket_dir(name).join(SOCKET_NAME), 0, 1);
         let mut polls = 0u32;
         loop {
             if invoker.ready().await {
@@ -461,8 +463,10 @@ impl Functions {
                     .unwrap_or(DEFAULT_MAX_OUTPUT_BYTES)
                     .try_into()
                     .unwrap_or(usize::MAX),
+                self.defaults.concurrency as usize,
             ),
             call_timeout: Duration::from_millis(timeout) + Duration::from_secs(30),
+            timeout: Duration::from_millis(timeout),
             restart: tokio::sync::Mutex::new(()),
         });
         let mut handles = self.handles.lock().unwrap();
@@ -492,8 +496,11 @@ impl Functions {
         let body = serde_json::to_vec(args).expect("JSON value serialises");
         let mut restarted = false;
         loop {
-            let call =
-                tokio::time::timeout(handle.call_timeout, handle.invoker.invoke(&body)).await;
+            let call = tokio::time::timeout(
+                handle.call_timeout,
+                handle.invoker.invoke(&body, handle.timeout),
+            )
+            .await;
             let failure = match call {
                 Err(_) => {
                     return Err((
@@ -518,6 +525,24 @@ impl Functions {
                     })
                 }
                 Ok(Ok((status, out))) => return Err(function_error(name, status, &out)),
+                Ok(Err(CallFailure::NoSlot(t))) => {
+                    return Err((
+                        ApiError::new(
+                            504,
+                            format!(
+                                "function {name}: timeout: no free slot within the call's timeout \
+                                 ({t:?})"
+                            ),
+                        ),
+                        "timeout".into(),
+                    ))
+                }
+                Ok(Err(busy @ CallFailure::Busy { .. })) => {
+                    return Err((
+                        ApiError::new(429, format!("function {name}: {busy}; retry later")),
+                        "busy".into(),
+                    ))
+                }
                 Ok(Err(f)) => f,
             };
             // A request that reached the function is never sent again: it may have run.

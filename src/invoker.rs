@@ -9,8 +9,11 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
+
+use tokio::sync::Semaphore;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
@@ -27,13 +30,26 @@ pub struct Invoker {
     idle: Mutex<Vec<BufReader<UnixStream>>>,
     /// Largest answer body accepted.
     max_body: usize,
+    /// One permit per call the function runs at once: no more requests are in flight to it
+    /// than it has slots, so its server never parks a thread per waiting caller.
+    slots: Semaphore,
+    /// Calls waiting for a slot, and how many may wait before a call is turned away.
+    waiting: AtomicUsize,
+    max_waiting: usize,
 }
+
+/// Calls that may wait for a slot, per slot of the function.
+const WAITING_PER_SLOT: usize = 8;
 
 /// Why a call did not get an answer.
 #[derive(Debug)]
 pub enum CallFailure {
     /// Nothing listens on the socket (the task is not running, or not ready yet).
     NotListening(io::Error),
+    /// Every slot is taken and the queue for them is full: the call was not sent.
+    Busy { running: usize, waiting: usize },
+    /// No slot came free within the call's own timeout: the call was not sent.
+    NoSlot(Duration),
     /// The connection broke or the answer was malformed.
     Broken(io::Error),
 }
@@ -43,18 +59,27 @@ impl std::fmt::Display for CallFailure {
         match self {
             CallFailure::NotListening(e) => write!(f, "function socket not answering: {e}"),
             CallFailure::Broken(e) => write!(f, "function connection failed: {e}"),
+            CallFailure::NoSlot(t) => write!(f, "no free slot within the call's timeout ({t:?})"),
+            CallFailure::Busy { running, waiting } => write!(
+                f,
+                "function is busy: {running} calls running and {waiting} waiting"
+            ),
         }
     }
 }
 
 impl Invoker {
     /// An invoker for the function at `socket` whose results are at most `max_output`
-    /// bytes.
-    pub fn new(socket: &Path, max_output: usize) -> Invoker {
+    /// bytes, and which runs `concurrency` calls at once.
+    pub fn new(socket: &Path, max_output: usize, concurrency: usize) -> Invoker {
+        let concurrency = concurrency.max(1);
         Invoker {
             socket: socket.to_path_buf(),
             idle: Mutex::new(Vec::new()),
             max_body: max_output.saturating_add(ANSWER_MARGIN),
+            slots: Semaphore::new(concurrency),
+            waiting: AtomicUsize::new(0),
+            max_waiting: concurrency * WAITING_PER_SLOT,
         }
     }
 
@@ -67,8 +92,37 @@ impl Invoker {
         self.idle.lock().unwrap().clear();
     }
 
-    /// `POST /invoke` with `args`: the status and body of the answer.
-    pub async fn invoke(&self, args: &[u8]) -> Result<(u16, Vec<u8>), CallFailure> {
+    /// `POST /invoke` with `args`: the status and body of the answer. Waits at most
+    /// `patience` (the call's timeout: waiting counts against it) for a free slot; with the
+    /// queue full, answers [`CallFailure::Busy`] at once.
+    pub async fn invoke(
+        &self,
+        args: &[u8],
+        patience: Duration,
+    ) -> Result<(u16, Vec<u8>), CallFailure> {
+        let _permit = match self.slots.try_acquire() {
+            Ok(p) => p,
+            Err(_) => {
+                let waiting = self.waiting.fetch_add(1, Ordering::Relaxed);
+                struct Waiting<'a>(&'a AtomicUsize);
+                impl Drop for Waiting<'_> {
+                    fn drop(&mut self) {
+                        self.0.fetch_sub(1, Ordering::Relaxed);
+                    }
+                }
+                let _waiting = Waiting(&self.waiting);
+                if waiting >= self.max_waiting {
+                    return Err(CallFailure::Busy {
+                        running: self.max_waiting / WAITING_PER_SLOT,
+                        waiting,
+                    });
+                }
+                match tokio::time::timeout(patience, self.slots.acquire()).await {
+                    Ok(permit) => permit.expect("the semaphore is never closed"),
+                    Err(_) => return Err(CallFailure::NoSlot(patience)),
+                }
+            }
+        };
         self.request("POST", PATH_INVOKE, args).await
     }
 
@@ -219,6 +273,8 @@ mod tests {
 
     use super::*;
 
+    const LONG: Duration = Duration::from_secs(60);
+
     /// What the fake function does with its n-th request (from 0).
     enum Answer {
         /// Writes these bytes and keeps the connection.
@@ -227,6 +283,8 @@ mod tests {
         ThenClose(Vec<u8>),
         /// Closes the connection without an answer (it died mid-call).
         Drop,
+        /// Never answers (a call that runs long).
+        Hang,
     }
 
     /// A function server that reads each request head and answers as `answer` says. Counts
@@ -258,6 +316,7 @@ mod tests {
                                 return;
                             }
                             Answer::Drop => return,
+                            Answer::Hang => std::future::pending::<()>().await,
                         }
                     }
                 });
@@ -280,8 +339,8 @@ mod tests {
         let (socket, _) = fake(dir.path(), |_| {
             Answer::Keep(b"HTTP/1.1 200 OK\r\ncontent-length: 1000000000000\r\n\r\nx".to_vec())
         });
-        let inv = Invoker::new(&socket, 1024);
-        match inv.invoke(b"[]").await {
+        let inv = Invoker::new(&socket, 1024, 4);
+        match inv.invoke(b"[]", LONG).await {
             Err(CallFailure::Broken(e)) => assert!(e.to_string().contains("bound"), "{e}"),
             other => panic!("{other:?}"),
         }
@@ -295,8 +354,8 @@ mod tests {
             b.extend(std::iter::repeat_n(b'a', 1 << 20));
             Answer::Keep(b)
         });
-        let inv = Invoker::new(&socket, 1024);
-        match inv.invoke(b"[]").await {
+        let inv = Invoker::new(&socket, 1024, 4);
+        match inv.invoke(b"[]", LONG).await {
             Err(CallFailure::Broken(e)) => assert!(e.to_string().contains("too large"), "{e}"),
             other => panic!("{other:?}"),
         }
@@ -312,10 +371,13 @@ mod tests {
                 Answer::Drop
             }
         });
-        let inv = Invoker::new(&socket, 1024);
-        assert_eq!(inv.invoke(b"[12,18]").await.unwrap(), (200, b"6".to_vec()));
+        let inv = Invoker::new(&socket, 1024, 4);
+        assert_eq!(
+            inv.invoke(b"[12,18]", LONG).await.unwrap(),
+            (200, b"6".to_vec())
+        );
         assert!(matches!(
-            inv.invoke(b"[12,18]").await,
+            inv.invoke(b"[12,18]", LONG).await,
             Err(CallFailure::Broken(_))
         ));
         assert_eq!(count.load(Ordering::SeqCst), 2);
@@ -325,11 +387,66 @@ mod tests {
     async fn an_idle_connection_the_function_closed_is_not_used() {
         let dir = tempfile::tempdir().unwrap();
         let (socket, count) = fake(dir.path(), |n| Answer::ThenClose(ok(&n.to_string())));
-        let inv = Invoker::new(&socket, 1024);
-        assert_eq!(inv.invoke(b"[]").await.unwrap().1, b"0");
+        let inv = Invoker::new(&socket, 1024, 4);
+        assert_eq!(inv.invoke(b"[]", LONG).await.unwrap().1, b"0");
         // Let the close arrive, then call again: a fresh connection, one request.
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert_eq!(inv.invoke(b"[]").await.unwrap().1, b"1");
+        assert_eq!(inv.invoke(b"[]", LONG).await.unwrap().1, b"1");
         assert_eq!(count.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn calls_beyond_the_slots_wait_and_a_full_queue_is_turned_away() {
+        let dir = tempfile::tempdir().unwrap();
+        let (socket, count) = fake(dir.path(), |_| Answer::Hang);
+        let inv = Arc::new(Invoker::new(&socket, 1024, 2));
+        // Two slots, sixteen places in the queue: eighteen calls are taken on.
+        let mut calls = Vec::new();
+        for _ in 0..18 {
+            let inv = inv.clone();
+            calls.push(tokio::spawn(async move { inv.invoke(b"[]", LONG).await }));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Only as many requests reached the function as it has slots.
+        assert_eq!(count.load(Ordering::SeqCst), 2);
+        match inv.invoke(b"[]", LONG).await {
+            Err(CallFailure::Busy { running, waiting }) => {
+                assert_eq!((running, waiting), (2, 16))
+            }
+            other => panic!("{other:?}"),
+        }
+        // A waiting call that gives up (its deadline) leaves the queue.
+        calls.pop().unwrap().abort();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let inv2 = inv.clone();
+        let queued = tokio::spawn(async move { inv2.invoke(b"[]", LONG).await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !queued.is_finished(),
+            "a freed place in the queue is taken again"
+        );
+        for c in calls {
+            c.abort();
+        }
+        queued.abort();
+    }
+
+    #[tokio::test]
+    async fn a_call_waits_for_a_slot_no_longer_than_its_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let (socket, count) = fake(dir.path(), |_| Answer::Hang);
+        let inv = Arc::new(Invoker::new(&socket, 1024, 1));
+        let inv2 = inv.clone();
+        let running = tokio::spawn(async move { inv2.invoke(b"[]", LONG).await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let start = std::time::Instant::now();
+        let patience = Duration::from_millis(100);
+        assert!(matches!(
+            inv.invoke(b"[]", patience).await,
+            Err(CallFailure::NoSlot(p)) if p == patience
+        ));
+        assert!(start.elapsed() >= patience);
+        assert_eq!(count.load(Ordering::SeqCst), 1);
+        running.abort();
     }
 }

@@ -48,7 +48,7 @@ impl IntoResponse for Reply {
     fn into_response(self) -> Response {
         let status =
             StatusCode::from_u16(self.body.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        if self.json {
+        let mut response = if self.json {
             (status, axum::Json(self.body)).into_response()
         } else {
             (
@@ -57,7 +57,14 @@ impl IntoResponse for Reply {
                 self.body.to_text(),
             )
                 .into_response()
+        };
+        // A function with every slot and queue place taken: come back in a second.
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
         }
+        response
     }
 }
 
@@ -196,8 +203,14 @@ async fn invoke(State(state): State<Arc<AppState>>, headers: HeaderMap, b: Body)
     }
     match state.functions.invoke(&req.function_name, &req.args).await {
         Ok(result) => {
-            let mut r = reply(&headers, 200, result.clone());
-            r.body.result = Some(result);
+            // The JSON form carries the result twice (message and result); the text form once.
+            let mut r = reply(&headers, 200, String::new());
+            if r.json {
+                r.body.message.clone_from(&result);
+                r.body.result = Some(result);
+            } else {
+                r.body.message = result;
+            }
             r
         }
         Err(e) => error_reply(&headers, e),

@@ -294,7 +294,10 @@ fn serve(
 fn own_proc_entries() {
     // SAFETY: prctl with PR_SET_DUMPABLE takes a plain integer and touches no memory.
     if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) } != 0 {
-        log::warn!("prctl(PR_SET_DUMPABLE): {}", std::io::Error::last_os_error());
+        log::warn!(
+            "prctl(PR_SET_DUMPABLE): {}",
+            std::io::Error::last_os_error()
+        );
     }
 }
 

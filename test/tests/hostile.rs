@@ -27,6 +27,61 @@ fn healthy(e: &Engine) {
     assert_eq!((status, v["result"].as_str()), (200, Some("6")), "{v}");
 }
 
+/// With every slot of a function taken and its queue full, a call is turned away at once
+/// with 429 and `Retry-After`, without reaching the function; the rest answer as usual.
+#[test]
+fn a_full_queue_answers_429_with_retry_after() {
+    let (c, e) = setup(&["--function-concurrency", "1"]);
+    let sleeper = "localhost/sleeps:busy";
+    c.import_wasm(
+        &core_wat("sleeps"),
+        &ImageSpec::classic("sleeps.wasm"),
+        sleeper,
+    )
+    .unwrap();
+    e.deploy(
+        json!({"function_name": "sleeper", "function_image": sleeper, "wasi_cap": true,
+                    "timeout_ms": 3000}),
+    );
+    std::thread::scope(|s| {
+        // One running and eight waiting (eight queue places per slot) fill the function.
+        let calls: Vec<_> = (0..9)
+            .map(|_| s.spawn(|| e.invoke("sleeper", json!(["r"]))))
+            .collect();
+        std::thread::sleep(Duration::from_millis(500));
+        let start = Instant::now();
+        let raw = raw_invoke(&e, r#"{"function_name":"sleeper","args":["s"]}"#);
+        assert!(raw.starts_with("HTTP/1.1 429"), "{raw}");
+        assert!(raw.to_ascii_lowercase().contains("\r\nretry-after: 1\r\n"), "{raw}");
+        assert!(raw.contains("busy"), "{raw}");
+        assert!(start.elapsed() < Duration::from_secs(1));
+        // Another function is not held up by this one's queue.
+        healthy(&e);
+        for call in calls {
+            let (status, v) = call.join().unwrap();
+            assert_eq!(status, 504, "{v}");
+        }
+    });
+    let (status, v) = e.invoke("sleeper", json!(["s"]));
+    assert_eq!((status, v["result"].as_str()), (200, Some("1")), "{v}");
+}
+
+/// The whole answer, head included, of an invoke with `body`.
+fn raw_invoke(e: &Engine, body: &str) -> String {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(e.addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        conn,
+        "POST /function/invoke HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    conn.read_to_string(&mut out).unwrap();
+    out
+}
+
 #[test]
 fn forty_wasi_sleepers_all_time_out_within_three_seconds() {
     let (c, e) = setup(&[]);
