@@ -13,7 +13,7 @@ release="$PWD/target/release"
 dir="$(mktemp -d /tmp/we-bench-api-XXXX)"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 url="http://127.0.0.1:$port"
-"$release/wasm_engine" --embedded-containerd --data-dir "$dir" --listen "127.0.0.1:$port" \
+RUST_LOG="${RUST_LOG:-wasm_engine=debug}" "$release/wasm_engine" --embedded-containerd --data-dir "$dir" --listen "127.0.0.1:$port" \
   --namespace bench >"$dir/engine.log" 2>&1 &
 epid=$!
 cleanup() {
@@ -84,5 +84,5 @@ for i in 1 2 3 4 5 6 7 8 9; do
       | awk '{s+=$1} END {printf "%d", s*1000000}')
   times+=("$t")
 done
-grep -o "deployed cold.*" "$dir/engine.log" | sed 's/^/  engine: /'
+grep -oE "(deployed cold|deploy cold).*" "$dir/engine.log" | sed 's/^/  engine: /'
 printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {printf "deploy -> first result: median %.1f ms (min %.1f, max %.1f)\n", a[5]/1000, a[1]/1000, a[9]/1000}'

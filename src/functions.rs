@@ -120,6 +120,38 @@ impl FunctionInfo {
     }
 }
 
+/// How long each stage of a deploy (or a task start) took, for the debug log.
+pub(crate) struct Stages {
+    last: Instant,
+    parts: Vec<(&'static str, Duration)>,
+}
+
+impl Stages {
+    pub(crate) fn new() -> Stages {
+        Stages {
+            last: Instant::now(),
+            parts: Vec::new(),
+        }
+    }
+
+    /// Ends the stage called `name` now.
+    pub(crate) fn mark(&mut self, name: &'static str) {
+        let now = Instant::now();
+        self.parts.push((name, now - self.last));
+        self.last = now;
+    }
+}
+
+impl std::fmt::Display for Stages {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (name, took)) in self.parts.iter().enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            write!(f, "{sep}{name} {:.1} ms", took.as_secs_f64() * 1000.0)?;
+        }
+        Ok(())
+    }
+}
+
 /// Removes a name from the in-flight deploys when the deploy ends, however it ends.
 struct DeployClaim<'a>(&'a Functions, String);
 
@@ -245,11 +277,15 @@ impl Functions {
         lease: &str,
     ) -> ApiResult<()> {
         let name = req.function_name.as_str();
+        let mut stages = Stages::new();
         let (image_name, target) = self
             .find_or_pull(reference, &req.function_image, lease)
             .await?;
+        stages.mark("image");
         let image = image::resolve(&self.ctd, &target, self.defaults.image_caps).await?;
+        stages.mark("check");
         image::unpack(&self.ctd, &image, lease).await?;
+        stages.mark("unpack");
 
         let dir = self.socket_dir(name);
         for d in [&dir, &self.function_cache_dir(name)] {
@@ -263,6 +299,7 @@ impl Functions {
             .ctd
             .prepare_snapshot(&snapshot_key, &image.top_chain_id(), Some(lease))
             .await?;
+        stages.mark("snapshot");
         let spec = self.spec(req, &image, &dir);
         let mut labels = labels(req, &image);
         labels.insert(
@@ -277,12 +314,14 @@ impl Functions {
             let _ = self.ctd.remove_snapshot(&snapshot_key).await;
             return Err(e);
         }
-        let started = self.start_task(name, mounts).await;
+        stages.mark("container");
+        let started = self.start_task(name, mounts, &mut stages).await;
         if let Err(e) = started {
             self.remove(name, &snapshot_key).await;
             return Err(e);
         }
         self.handles.lock().unwrap().remove(name);
+        tracing::debug!("deploy {name}: {stages}");
         Ok(())
     }
 
@@ -321,16 +360,18 @@ impl Functions {
         &self,
         name: &str,
         mounts: Vec<containerd_client::types::Mount>,
+        stages: &mut Stages,
     ) -> ApiResult<()> {
         let start = Instant::now();
         self.ctd.create_task(name, mounts).await?;
-        tracing::debug!("{name}: task created in {:?}", start.elapsed());
+        stages.mark("task create");
         self.ctd.start_task(name).await?;
+        stages.mark("task start");
         let invoker = Invoker::new(&self.socket_dir(name).join(SOCKET_NAME), 0, 1);
         let mut polls = 0u32;
         loop {
             if invoker.ready().await {
-                tracing::debug!("{name}: ready {:?} after task creation", start.elapsed());
+                stages.mark("ready");
                 return Ok(());
             }
             polls += 1;

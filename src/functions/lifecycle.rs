@@ -108,7 +108,9 @@ impl Functions {
             function_owned_dir(d)?;
         }
         let mounts = self.ctd.snapshot_mounts(&container.snapshot_key).await?;
-        self.start_task(name, mounts).await?;
+        let mut stages = Stages::new();
+        self.start_task(name, mounts, &mut stages).await?;
+        tracing::debug!("{name}: {why}: {stages}");
         self.metrics.restarted(name, start.elapsed());
         tracing::info!("function {name}: {why} took {:?}", start.elapsed());
         Ok(())
