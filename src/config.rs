@@ -93,6 +93,11 @@ pub struct ServeArgs {
     #[arg(long, env = "WASMENGINE_MAX_IMAGE_UNPACKED_BYTES", default_value_t = 512 << 20)]
     pub max_image_unpacked_bytes: u64,
 
+    /// Seconds without calls after which a function's task is stopped until its next call
+    /// (0: never). A deploy's `idle_timeout_secs` overrides it.
+    #[arg(long, env = "WASMENGINE_IDLE_TIMEOUT_SECS", default_value_t = 0)]
+    pub idle_timeout_secs: u64,
+
     /// How long in-flight requests may take to finish after SIGTERM.
     #[arg(long, env = "WASMENGINE_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,

@@ -27,6 +27,7 @@ use crate::metrics::Metrics;
 use crate::reference::Reference;
 use crate::registry::Registries;
 
+mod idle;
 mod lifecycle;
 mod spec;
 
@@ -41,6 +42,7 @@ pub const LABEL_WASI: &str = "io.wasmengine.wasi";
 pub const LABEL_EXPORT: &str = "io.wasmengine.export";
 pub const LABEL_LIMITS: &str = "io.wasmengine.limits";
 pub const LABEL_SOCKET: &str = "io.wasmengine.socket";
+pub const LABEL_IDLE_TIMEOUT: &str = "io.wasmengine.idle-timeout-secs";
 
 /// How long a new task may take to answer its first ping.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -62,6 +64,9 @@ pub struct FunctionDefaults {
     pub concurrency: u32,
     /// How large an image may be.
     pub image_caps: SizeCaps,
+    /// Time without calls after which a function's task is stopped (zero: never), unless
+    /// its deploy says otherwise.
+    pub idle_timeout: Duration,
 }
 
 pub struct Functions {
@@ -74,6 +79,8 @@ pub struct Functions {
     pub metrics: Arc<Metrics>,
     handles: Mutex<HashMap<String, Arc<Handle>>>,
     deploying: Mutex<HashSet<String>>,
+    /// When each function was last called (or deployed, or first seen by this engine).
+    activity: Mutex<HashMap<String, Instant>>,
 }
 
 /// What invoke needs of a deployed function, cached after the first look-up.
@@ -97,6 +104,10 @@ pub struct FunctionInfo {
     pub limits: FunctionLimits,
     pub created: Option<SystemTime>,
     pub state: TaskState,
+    /// Its task was stopped for being idle; the next call starts it.
+    pub idle: bool,
+    /// Its idle period from the deploy, in seconds (absent: the engine's).
+    pub idle_timeout_secs: Option<u64>,
 }
 
 impl FunctionInfo {
@@ -111,7 +122,14 @@ impl FunctionInfo {
         v["image_digest"] = json!(self.image_digest);
         v["export"] = json!(self.export);
         v["limits"] = json!(self.limits);
-        v["status"] = json!(self.state.as_str());
+        v["status"] = if self.idle && self.state != TaskState::Running {
+            json!("idle")
+        } else {
+            json!(self.state.as_str())
+        };
+        if let Some(secs) = self.idle_timeout_secs {
+            v["idle_timeout_secs"] = json!(secs);
+        }
         if let TaskState::Stopped(code) = self.state {
             v["exit_status"] = json!(code);
         }
@@ -196,6 +214,7 @@ impl Functions {
             metrics,
             handles: Mutex::new(HashMap::new()),
             deploying: Mutex::new(HashSet::new()),
+            activity: Mutex::new(HashMap::new()),
         }
     }
 
@@ -372,6 +391,8 @@ impl Functions {
         loop {
             if invoker.ready().await {
                 stages.mark("ready");
+                self.clear_idle(name);
+                self.touch(name);
                 return Ok(());
             }
             polls += 1;
@@ -405,6 +426,7 @@ impl Functions {
         let _ = std::fs::remove_dir_all(self.socket_dir(name));
         let _ = std::fs::remove_dir_all(self.function_cache_dir(name));
         self.handles.lock().unwrap().remove(name);
+        self.activity.lock().unwrap().remove(name);
     }
 
     pub async fn delete(&self, name: &str) -> ApiResult<()> {
@@ -469,6 +491,11 @@ impl Functions {
             limits: serde_json::from_str(&label(LABEL_LIMITS)).unwrap_or_default(),
             created: c.created_at.and_then(|t| SystemTime::try_from(t).ok()),
             state,
+            idle: self.is_idle(&c.id),
+            idle_timeout_secs: c
+                .labels
+                .get(LABEL_IDLE_TIMEOUT)
+                .and_then(|v| v.parse().ok()),
         })
     }
 
@@ -518,6 +545,9 @@ impl Functions {
     pub async fn invoke(&self, name: &str, args: &Value) -> ApiResult<String> {
         let start = Instant::now();
         let r = self.invoke_inner(name, args).await;
+        if r.is_ok() {
+            self.touch(name);
+        }
         let kind = match &r {
             Ok(_) => None,
             Err((_, kind)) => Some(kind.as_str()),

@@ -36,6 +36,7 @@ pub struct Invoker {
     /// Calls waiting for a slot, and how many may wait before a call is turned away.
     waiting: AtomicUsize,
     max_waiting: usize,
+    concurrency: usize,
 }
 
 /// Calls that may wait for a slot, per slot of the function.
@@ -80,7 +81,14 @@ impl Invoker {
             slots: Semaphore::new(concurrency),
             waiting: AtomicUsize::new(0),
             max_waiting: concurrency * WAITING_PER_SLOT,
+            concurrency,
         }
+    }
+
+    /// Whether a call is running or waiting for a slot.
+    pub fn busy(&self) -> bool {
+        self.slots.available_permits() < self.concurrency
+            || self.waiting.load(Ordering::Relaxed) > 0
     }
 
     pub fn socket(&self) -> &Path {

@@ -60,6 +60,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         &args.data_dir,
         FunctionDefaults {
             concurrency: args.function_concurrency,
+            idle_timeout: std::time::Duration::from_secs(args.idle_timeout_secs),
             image_caps: SizeCaps {
                 compressed: args.max_image_bytes,
                 unpacked: args.max_image_unpacked_bytes,
@@ -71,6 +72,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // After a crash or a reboot the functions' tasks are gone: bring them back now rather
     // than on each one's first call.
     tokio::spawn(functions.clone().restore_all());
+    tokio::spawn(functions.clone().scale_idle_to_zero());
     let state = Arc::new(AppState {
         functions,
         auth_token: args.auth_token.clone(),

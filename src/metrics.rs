@@ -33,6 +33,7 @@ struct PerFunction {
     cold_starts: u64,
     cold_start_seconds: f64,
     restarts: u64,
+    idle_stops: u64,
 }
 
 impl Metrics {
@@ -73,6 +74,19 @@ impl Metrics {
 
     pub fn deploy_failed(&self) {
         self.inner.lock().unwrap().deploys_failed += 1;
+    }
+
+    /// A task started again for a call after it was stopped for being idle.
+    pub fn woke(&self, name: &str, took: Duration) {
+        self.with(name, |f| {
+            f.cold_starts += 1;
+            f.cold_start_seconds += took.as_secs_f64();
+        });
+    }
+
+    /// A task stopped for being idle.
+    pub fn scaled_to_zero(&self, name: &str) {
+        self.with(name, |f| f.idle_stops += 1);
     }
 
     /// A task restarted behind a call (a cold start too).
@@ -126,6 +140,11 @@ impl Metrics {
             "counter",
             "Tasks found dead and restarted on invoke.",
         );
+        family(
+            "wasmengine_idle_stops_total",
+            "counter",
+            "Tasks stopped after their function's idle period (scaled to zero).",
+        );
         let _ = writeln!(
             out,
             "wasmengine_deploys_failed_total {}",
@@ -159,6 +178,7 @@ impl Metrics {
                 f.cold_start_seconds
             );
             let _ = writeln!(out, "wasmengine_task_restarts_total{{{l}}} {}", f.restarts);
+            let _ = writeln!(out, "wasmengine_idle_stops_total{{{l}}} {}", f.idle_stops);
         }
         out
     }

@@ -18,6 +18,10 @@ pub struct DeployRequest {
     pub limits: FunctionLimits,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// Seconds without calls after which the function's task is stopped (scaled to zero)
+    /// until its next call; 0 never. Absent: the engine's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

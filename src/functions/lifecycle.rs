@@ -56,7 +56,8 @@ impl Functions {
 
     /// Starts `name`'s task if it is not running; whether it did.
     async fn restore(&self, name: &str) -> ApiResult<bool> {
-        if self.ctd.task_state(name).await? == TaskState::Running {
+        // Stopped for being idle: its next call starts it.
+        if self.is_idle(name) || self.ctd.task_state(name).await? == TaskState::Running {
             return Ok(false);
         }
         let handle = self.handle(name).await?;
@@ -88,6 +89,9 @@ impl Functions {
                 "function {name} is running but not answering: {failure}"
             )));
         }
+        if self.is_idle(name) {
+            return self.restart_task(name, "start after idle").await;
+        }
         tracing::warn!(
             "function {name}: task {} ({failure}); restarting it",
             state.as_str()
@@ -103,6 +107,7 @@ impl Functions {
             .await?
             .ok_or_else(|| ApiError::not_found(format!("function {name} is not deployed")))?;
         let start = Instant::now();
+        let woke = self.is_idle(name);
         self.ctd.stop_task(name, STOP_GRACE).await?;
         for d in [&self.socket_dir(name), &self.function_cache_dir(name)] {
             function_owned_dir(d)?;
@@ -111,7 +116,11 @@ impl Functions {
         let mut stages = Stages::new();
         self.start_task(name, mounts, &mut stages).await?;
         tracing::debug!("{name}: {why}: {stages}");
-        self.metrics.restarted(name, start.elapsed());
+        if woke {
+            self.metrics.woke(name, start.elapsed());
+        } else {
+            self.metrics.restarted(name, start.elapsed());
+        }
         tracing::info!("function {name}: {why} took {:?}", start.elapsed());
         Ok(())
     }

@@ -215,5 +215,8 @@ pub(super) fn labels(req: &DeployRequest, image: &ResolvedImage) -> HashMap<Stri
         LABEL_LIMITS.to_string(),
         serde_json::to_string(&req.limits).unwrap(),
     );
+    if let Some(secs) = req.idle_timeout_secs {
+        l.insert(LABEL_IDLE_TIMEOUT.to_string(), secs.to_string());
+    }
     l
 }

@@ -52,7 +52,10 @@ fn a_full_queue_answers_429_with_retry_after() {
         let start = Instant::now();
         let raw = raw_invoke(&e, r#"{"function_name":"sleeper","args":["s"]}"#);
         assert!(raw.starts_with("HTTP/1.1 429"), "{raw}");
-        assert!(raw.to_ascii_lowercase().contains("\r\nretry-after: 1\r\n"), "{raw}");
+        assert!(
+            raw.to_ascii_lowercase().contains("\r\nretry-after: 1\r\n"),
+            "{raw}"
+        );
         assert!(raw.contains("busy"), "{raw}");
         assert!(start.elapsed() < Duration::from_secs(1));
         // Another function is not held up by this one's queue.
@@ -70,7 +73,8 @@ fn a_full_queue_answers_429_with_retry_after() {
 fn raw_invoke(e: &Engine, body: &str) -> String {
     use std::io::{Read, Write};
     let mut conn = std::net::TcpStream::connect(e.addr).unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     write!(
         conn,
         "POST /function/invoke HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
