@@ -114,7 +114,18 @@ impl Functions {
         }
         let mounts = self.ctd.snapshot_mounts(&container.snapshot_key).await?;
         let mut stages = Stages::new();
-        self.start_task(name, mounts, &mut stages).await?;
+        if let Err(e) = self.start_task(name, mounts.clone(), &mut stages).await {
+            // A task an engine killed mid-stop left behind (containerd was still deleting
+            // it): delete it for good and try once more.
+            if e.status != 409 {
+                return Err(e);
+            }
+            tracing::info!("function {name}: {e}; removing the old task and starting again");
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            self.ctd.stop_task(name, STOP_GRACE).await?;
+            stages = Stages::new();
+            self.start_task(name, mounts, &mut stages).await?;
+        }
         tracing::debug!("{name}: {why}: {stages}");
         if woke {
             self.metrics.woke(name, start.elapsed());

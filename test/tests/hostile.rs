@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use wasmengine_api::image::{self, ImageSpec, Layout};
-use wasmengine_e2e::{add_layer, app, core_wat, Containerd, Engine};
+use wasmengine_e2e::{add_layer, app, core_wat, Containerd, Engine, Registry};
 
 fn setup(extra: &[&str]) -> (Containerd, Engine) {
     let c = Containerd::start().expect("containerd");
@@ -236,6 +236,79 @@ fn images_over_the_size_caps_are_refused() {
             .as_str()
             .unwrap()
             .contains("1000000-byte cap"),
+        "{body}"
+    );
+    healthy(&e);
+}
+
+/// The compressed cap holds for images pulled from a registry, from the sizes the manifest
+/// declares (nothing is downloaded past it).
+#[test]
+fn pulled_images_over_the_compressed_cap_are_refused() {
+    // The healthy gcd image (about 200 bytes) fits; authentication (several KiB) does not.
+    let (_c, e) = setup(&["--max-image-bytes", "1000"]);
+    let reg = Registry::start().unwrap();
+    let reference = reg
+        .push_wasm(
+            &app("authentication"),
+            &ImageSpec::classic("authentication.wasm"),
+            "auth:big",
+            false,
+        )
+        .unwrap();
+    let (status, body) = e.post_json(
+        "/function/deploy",
+        &json!({"function_name": "big", "function_image": reference, "wasi_cap": false,
+                "export": "authentication"}),
+    );
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("1000-byte cap"),
+        "{body}"
+    );
+    healthy(&e);
+}
+
+/// A registry that answers a digest-pinned reference with another document is refused:
+/// what is deployed is exactly what the reference names.
+#[test]
+fn a_manifest_that_does_not_match_its_pinned_digest_is_refused() {
+    use std::io::{BufRead, BufReader, Write};
+    let (_c, e) = setup(&[]);
+    // A fake registry: any manifest request gets the same (valid-looking) manifest.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line);
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                    break;
+                }
+            }
+            let body = r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:0000000000000000000000000000000000000000000000000000000000000000","size":2},"layers":[]}"#;
+            let mut conn = conn;
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/vnd.oci.image.manifest.v1+json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    let pinned = format!("127.0.0.1:{port}/app@sha256:{}", "ab".repeat(32));
+    let (status, body) = e.post_json(
+        "/function/deploy",
+        &json!({"function_name": "pinned", "function_image": pinned, "wasi_cap": false}),
+    );
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("does not match the pinned"),
         "{body}"
     );
     healthy(&e);

@@ -91,9 +91,13 @@ fn idle_functions_scale_to_zero_and_wake_on_their_next_call() {
         "waking is not a restart after a failure"
     );
 
-    // Idle again, then an engine restart: it stays idle (not started by the engine's
-    // recovery) and still answers its next call.
-    assert!(eventually(Duration::from_secs(5), || status(&e, "sleepy") == "idle"));
+    // Idle again (the stop finished), then an engine restart: it stays idle (not started by
+    // the engine's recovery) and still answers its next call.
+    assert!(eventually(Duration::from_secs(5), || metric(
+        &e,
+        r#"wasmengine_idle_stops_total{function="sleepy"}"#
+    ) == 2));
+    assert_eq!(status(&e, "sleepy"), "idle");
     e.restart().expect("engine restarts");
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(status(&e, "sleepy"), "idle");
