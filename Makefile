@@ -4,7 +4,7 @@ PREFIX  ?= /usr/local
 APPS    := build/apps
 RELEASE := target/release
 
-.PHONY: all deps build apps images run test bench bench-shim bench-api install clean
+.PHONY: bench-density all deps build apps images run test bench bench-shim bench-api install clean
 
 all: build
 
@@ -43,6 +43,10 @@ bench-shim: apps build
 # wrk against /function/invoke, and deploy → first result.
 bench-api: apps build
 	scripts/bench-api.sh
+
+# Many functions on one node: deploy time, processes and PSS per function, idle cost.
+bench-density: apps build
+	scripts/bench-density.sh
 
 # CONTAINERD_CONFIG=/etc/containerd/config.toml also registers the CRI runtime there.
 install: build

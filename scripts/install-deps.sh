@@ -14,7 +14,7 @@ packages=(
   docker-registry skopeo
   # benchmarks
   wrk hyperfine busybox-static
-  curl jq
+  curl jq bc
 )
 
 missing=()
