@@ -55,9 +55,10 @@ seq 0 $((N - 1)) | xargs -P "$PARALLEL" -I{} curl -s -o /dev/null -w '%{http_cod
 t1=$(date +%s.%N)
 ok=$(grep -c '^200$' "$dir/deploys.txt" || true)
 echo "deployed $ok of $N in $(echo "$t1 - $t0" | bc) s"
-answered=$(seq 0 $((N - 1)) | xargs -P "$PARALLEL" -I{} curl -s -XPOST "$url/function/invoke" \
-  -d '{"function_name":"f{}","args":[12,18]}' | grep -c "message: 6" || true)
-echo "answering: $answered of $N"
+seq 0 $((N - 1)) | xargs -P "$PARALLEL" -I{} curl -s -o /dev/null -w '%{http_code}\n' -XPOST \
+  "$url/function/invoke" -d '{"function_name":"f{}","args":[12,18]}' > "$dir/invokes.txt"
+echo "answering (200): $(grep -c '^200$' "$dir/invokes.txt" || true) of $N"
+grep -v '^200$' "$dir/invokes.txt" | sort | uniq -c | head -5 || true
 
 pids=$(shims)
 nproc=$(echo "$pids" | grep -c . || true)
