@@ -85,10 +85,13 @@ impl Invoker {
         }
     }
 
-    /// Whether a call is running or waiting for a slot.
-    pub fn busy(&self) -> bool {
-        self.slots.available_permits() < self.concurrency
-            || self.waiting.load(Ordering::Relaxed) > 0
+    /// Every slot, if no call is running or waiting: while held, new calls wait for a slot
+    /// (as when the function is full) and none is sent.
+    pub fn hold_all(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        if self.waiting.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        self.slots.try_acquire_many(self.concurrency as u32).ok()
     }
 
     pub fn socket(&self) -> &Path {

@@ -86,8 +86,13 @@ impl Functions {
     async fn stop_idle(&self, name: &str, period: Duration) -> ApiResult<()> {
         let handle = self.handle(name).await?;
         let _guard = handle.restart.lock().await;
+        // Every slot held: no call runs while the task stops, and calls that come meanwhile
+        // wait, then start the task again.
+        let Some(_slots) = handle.invoker.hold_all() else {
+            return Ok(());
+        };
         let last = self.activity.lock().unwrap().get(name).copied();
-        if handle.invoker.busy() || last.is_some_and(|l| l.elapsed() < period) {
+        if last.is_some_and(|l| l.elapsed() < period) {
             return Ok(());
         }
         if self.ctd.task_state(name).await? != TaskState::Running {
