@@ -21,13 +21,14 @@ use wasmengine_api::rest::DeployRequest;
 use crate::containerd::{Containerd, TaskState};
 use crate::error::{ApiError, ApiResult};
 use crate::image;
-use crate::invoker::{CallFailure, Invoker};
+use crate::invoker::Invoker;
 use crate::layers::SizeCaps;
 use crate::metrics::Metrics;
 use crate::reference::Reference;
 use crate::registry::Registries;
 
 mod idle;
+mod invoke;
 mod lifecycle;
 mod spec;
 
@@ -498,149 +499,6 @@ impl Functions {
                 .and_then(|v| v.parse().ok()),
         })
     }
-
-    async fn handle(&self, name: &str) -> ApiResult<Arc<Handle>> {
-        if let Some(h) = self.handles.lock().unwrap().get(name) {
-            return Ok(h.clone());
-        }
-        validate_name(name)?;
-        let container = match self.ctd.container(name).await? {
-            Some(c) if c.labels.contains_key(LABEL_FUNCTION) => c,
-            _ => {
-                return Err(ApiError::not_found(format!(
-                    "function {name} is not deployed"
-                )))
-            }
-        };
-        let limits: FunctionLimits = container
-            .labels
-            .get(LABEL_LIMITS)
-            .and_then(|l| serde_json::from_str(l).ok())
-            .unwrap_or_default();
-        let socket = container
-            .labels
-            .get(LABEL_SOCKET)
-            .map(PathBuf::from)
-            .unwrap_or_else(|| self.socket_dir(name).join(SOCKET_NAME));
-        let timeout = limits.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS);
-        let handle = Arc::new(Handle {
-            invoker: Invoker::new(
-                &socket,
-                limits
-                    .max_output_bytes
-                    .unwrap_or(DEFAULT_MAX_OUTPUT_BYTES)
-                    .try_into()
-                    .unwrap_or(usize::MAX),
-                self.defaults.concurrency as usize,
-            ),
-            call_timeout: Duration::from_millis(timeout) + Duration::from_secs(30),
-            timeout: Duration::from_millis(timeout),
-            restart: tokio::sync::Mutex::new(()),
-        });
-        let mut handles = self.handles.lock().unwrap();
-        Ok(handles.entry(name.to_string()).or_insert(handle).clone())
-    }
-
-    /// Calls the function with `args`; the result text.
-    pub async fn invoke(&self, name: &str, args: &Value) -> ApiResult<String> {
-        let start = Instant::now();
-        let r = self.invoke_inner(name, args).await;
-        if r.is_ok() {
-            self.touch(name);
-        }
-        let kind = match &r {
-            Ok(_) => None,
-            Err((_, kind)) => Some(kind.as_str()),
-        };
-        // A name that is not deployed (or not even valid) gets no series of its own.
-        if kind != Some("not_found") {
-            self.metrics.invocation(name, start.elapsed(), kind);
-        }
-        r.map_err(|(e, _)| e)
-    }
-
-    async fn invoke_inner(&self, name: &str, args: &Value) -> Result<String, (ApiError, String)> {
-        let handle = self
-            .handle(name)
-            .await
-            .map_err(|e| (e, "not_found".to_string()))?;
-        let body = serde_json::to_vec(args).expect("JSON value serialises");
-        let mut restarted = false;
-        loop {
-            let call = tokio::time::timeout(
-                handle.call_timeout,
-                handle.invoker.invoke(&body, handle.timeout),
-            )
-            .await;
-            let failure = match call {
-                Err(_) => {
-                    return Err((
-                        ApiError::new(
-                            504,
-                            format!(
-                                "function {name} did not answer within {:?}",
-                                handle.call_timeout
-                            ),
-                        ),
-                        "timeout".into(),
-                    ))
-                }
-                Ok(Ok((200, out))) => {
-                    return String::from_utf8(out).map_err(|_| {
-                        (
-                            ApiError::internal(format!(
-                                "function {name} returned non-UTF-8 output"
-                            )),
-                            "bad_output".into(),
-                        )
-                    })
-                }
-                Ok(Ok((status, out))) => return Err(function_error(name, status, &out)),
-                Ok(Err(CallFailure::NoSlot(t))) => {
-                    return Err((
-                        ApiError::new(
-                            504,
-                            format!(
-                                "function {name}: timeout: no free slot within the call's timeout \
-                                 ({t:?})"
-                            ),
-                        ),
-                        "timeout".into(),
-                    ))
-                }
-                Ok(Err(busy @ CallFailure::Busy { .. })) => {
-                    return Err((
-                        ApiError::new(429, format!("function {name}: {busy}; retry later")),
-                        "busy".into(),
-                    ))
-                }
-                Ok(Err(f)) => f,
-            };
-            // A request that reached the function is never sent again: it may have run.
-            let delivered = matches!(failure, CallFailure::Broken(_));
-            if restarted {
-                return Err((
-                    ApiError::unavailable(format!(
-                        "function {name} is not answering after a restart: {failure}"
-                    )),
-                    "unavailable".into(),
-                ));
-            }
-            self.revive(name, &handle, &failure)
-                .await
-                .map_err(|e| (e, "unavailable".to_string()))?;
-            if delivered {
-                return Err((
-                    ApiError::unavailable(format!(
-                        "function {name} failed during the call ({failure}); the call was \
-                         not repeated"
-                    )),
-                    "unavailable".into(),
-                ));
-            }
-            restarted = true;
-        }
-    }
 }
 
 /// Why a function could not start, as its shim left it: read without following a link the
@@ -678,47 +536,6 @@ fn exited_before_ready(name: &str, code: u32, why: &str) -> ApiError {
     }
 }
 
-/// A failed invocation as the REST API reports it: the status from the error code.
-fn function_error(name: &str, status: u16, body: &[u8]) -> (ApiError, String) {
-    match serde_json::from_slice::<InvokeError>(body) {
-        Ok(e) => {
-            let what = match e.code {
-                ErrorCode::Trap => "trapped",
-                ErrorCode::Exit => "exited non-zero",
-                ErrorCode::Timeout => "timed out",
-                ErrorCode::MemoryLimit => "hit its memory limit",
-                ErrorCode::FuelExhausted => "ran out of fuel",
-                ErrorCode::OutputTooLarge => "returned too much output",
-                ErrorCode::BadArgs => "rejected its args",
-                ErrorCode::BadOutput => "returned unreadable output",
-                ErrorCode::Interrupted => "was interrupted",
-                ErrorCode::Instantiate => "could not be instantiated",
-            };
-            let kind = serde_json::to_value(e.code)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default();
-            (
-                ApiError::new(
-                    e.code.http_status(),
-                    format!("function {name} {what}: {}", e.message),
-                ),
-                kind,
-            )
-        }
-        Err(_) => (
-            ApiError::new(
-                if status >= 500 { status } else { 500 },
-                format!(
-                    "function {name} failed ({status}): {}",
-                    String::from_utf8_lossy(body)
-                ),
-            ),
-            "unknown".into(),
-        ),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -743,18 +560,5 @@ mod tests {
         std::fs::remove_file(dir.path().join(ERROR_FILE_NAME)).unwrap();
         std::fs::write(dir.path().join(ERROR_FILE_NAME), "x".repeat(1 << 20)).unwrap();
         assert_eq!(read_error_file(dir.path()).len(), 4096);
-    }
-
-    #[test]
-    fn function_errors_keep_their_status() {
-        let body = serde_json::to_vec(&InvokeError {
-            code: ErrorCode::Timeout,
-            message: "timeout 50 ms".into(),
-        })
-        .unwrap();
-        let (e, kind) = function_error("f", 504, &body);
-        assert_eq!(e.status, 504);
-        assert_eq!(kind, "timeout");
-        assert!(e.message.contains("timed out"), "{}", e.message);
     }
 }
