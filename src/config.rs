@@ -93,6 +93,10 @@ pub struct ServeArgs {
     #[arg(long, env = "WASMENGINE_MAX_IMAGE_UNPACKED_BYTES", default_value_t = 512 << 20)]
     pub max_image_unpacked_bytes: u64,
 
+    /// Tasks created at once (deploys and restarts together); more wait their turn.
+    #[arg(long, env = "WASMENGINE_PARALLEL_STARTS", default_value_t = 8)]
+    pub parallel_starts: usize,
+
     /// Seconds without calls after which a function's task is stopped until its next call
     /// (0: never). A deploy's `idle_timeout_secs` overrides it.
     #[arg(long, env = "WASMENGINE_IDLE_TIMEOUT_SECS", default_value_t = 0)]

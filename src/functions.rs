@@ -68,6 +68,8 @@ pub struct FunctionDefaults {
     /// Time without calls after which a function's task is stopped (zero: never), unless
     /// its deploy says otherwise.
     pub idle_timeout: Duration,
+    /// Tasks created at once, by deploys and restarts together.
+    pub parallel_starts: usize,
 }
 
 pub struct Functions {
@@ -80,6 +82,10 @@ pub struct Functions {
     pub metrics: Arc<Metrics>,
     handles: Mutex<HashMap<String, Arc<Handle>>>,
     deploying: Mutex<HashSet<String>>,
+    /// One lock per image being pulled: deploys of the same image share one pull.
+    pulls: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Bounds the tasks being created at once (containerd and the node start each shim).
+    task_starts: tokio::sync::Semaphore,
     /// When each function was last called (or deployed, or first seen by this engine).
     activity: Mutex<HashMap<String, Instant>>,
 }
@@ -211,10 +217,12 @@ impl Functions {
             registries,
             socket_root: data_dir.join("fn"),
             cache_dir: data_dir.join("cache"),
-            defaults,
             metrics,
             handles: Mutex::new(HashMap::new()),
             deploying: Mutex::new(HashSet::new()),
+            pulls: Mutex::new(HashMap::new()),
+            task_starts: tokio::sync::Semaphore::new(defaults.parallel_starts.max(1)),
+            defaults,
             activity: Mutex::new(HashMap::new()),
         }
     }
@@ -346,7 +354,8 @@ impl Functions {
     }
 
     /// The image record for `reference`: one containerd already has (as written, or
-    /// normalised), else pulled from the registry.
+    /// normalised), else pulled from the registry. Concurrent deploys of one image wait for
+    /// the first one's pull and then find its record.
     async fn find_or_pull(
         &self,
         reference: &Reference,
@@ -354,13 +363,53 @@ impl Functions {
         lease: &str,
     ) -> ApiResult<(String, containerd_client::types::Descriptor)> {
         let normalised = reference.to_string();
-        for name in [as_written, normalised.as_str()] {
+        if let Some(found) = self.find_image(as_written, &normalised).await? {
+            return Ok(found);
+        }
+        let lock = self
+            .pulls
+            .lock()
+            .unwrap()
+            .entry(normalised.clone())
+            .or_default()
+            .clone();
+        let _pulling = lock.lock().await;
+        let found = self.find_image(as_written, &normalised).await;
+        let pulled = match found {
+            Ok(Some(found)) => Ok(found),
+            Ok(None) => self.pull(reference, &normalised, lease).await,
+            Err(e) => Err(e),
+        };
+        // The last one out removes the lock (a later deploy finds the image, or pulls anew).
+        let mut pulls = self.pulls.lock().unwrap();
+        if Arc::strong_count(&lock) == 2 {
+            pulls.remove(&normalised);
+        }
+        pulled
+    }
+
+    async fn find_image(
+        &self,
+        as_written: &str,
+        normalised: &str,
+    ) -> ApiResult<Option<(String, containerd_client::types::Descriptor)>> {
+        for name in [as_written, normalised] {
             if let Some(img) = self.ctd.image(name).await? {
                 if let Some(target) = img.target {
-                    return Ok((name.to_string(), target));
+                    return Ok(Some((name.to_string(), target)));
                 }
             }
         }
+        Ok(None)
+    }
+
+    async fn pull(
+        &self,
+        reference: &Reference,
+        normalised: &str,
+        lease: &str,
+    ) -> ApiResult<(String, containerd_client::types::Descriptor)> {
+        let normalised = normalised.to_string();
         tracing::info!("pulling {normalised}");
         let target = self
             .registries
@@ -383,10 +432,14 @@ impl Functions {
         stages: &mut Stages,
     ) -> ApiResult<()> {
         let start = Instant::now();
-        self.ctd.create_task(name, mounts).await?;
-        stages.mark("task create");
-        self.ctd.start_task(name).await?;
-        stages.mark("task start");
+        {
+            let _slot = self.task_starts.acquire().await.expect("never closed");
+            stages.mark("queued");
+            self.ctd.create_task(name, mounts).await?;
+            stages.mark("task create");
+            self.ctd.start_task(name).await?;
+            stages.mark("task start");
+        }
         let invoker = Invoker::new(&self.socket_dir(name).join(SOCKET_NAME), 0, 1);
         let mut polls = 0u32;
         loop {

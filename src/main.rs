@@ -61,6 +61,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         FunctionDefaults {
             concurrency: args.function_concurrency,
             idle_timeout: std::time::Duration::from_secs(args.idle_timeout_secs),
+            parallel_starts: args.parallel_starts,
             image_caps: SizeCaps {
                 compressed: args.max_image_bytes,
                 unpacked: args.max_image_unpacked_bytes,
