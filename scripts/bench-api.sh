@@ -22,14 +22,11 @@ cleanup() {
   done
   kill -TERM "$epid" 2>/dev/null || true
   wait "$epid" 2>/dev/null || true
+  # The private containerd's state dir, as its config names it (it is on /run).
+  local state
+  state=$(sed -n 's/^state = "\(.*\)"$/\1/p' "$dir/containerd/config.toml" 2>/dev/null || true)
   rm -rf /run/containerd/wasmengine/bench-* "$dir"
-  # The private containerd's state dir (see src/embedded.rs: FNV-1a of the data dir).
-  rm -rf "/run/wasmengine/containerd-$(python3 -c '
-import sys
-h = 0xcbf29ce484222325
-for b in sys.argv[1].encode():
-    h = ((h ^ b) * 0x100000001b3) & (2**64 - 1)
-print("%08x" % (h & 0xffffffff))' "$dir")"
+  if [ -n "$state" ]; then rm -rf "$state"; fi
 }
 trap cleanup EXIT
 for _ in $(seq 1 300); do curl -sf "$url/healthz" >/dev/null 2>&1 && break; sleep 0.1; done

@@ -27,13 +27,11 @@ cleanup() {
   curl -s -H 'accept: application/json' "$url/function/list" | jq -r '.functions[]?.func_name' \
     | xargs -r -P "$PARALLEL" -I{} curl -s -o /dev/null -XPOST "$url/function/delete" -d '{"function_name":"{}"}' || true
   [ -n "$epid" ] && kill -TERM "$epid" 2>/dev/null && wait "$epid" 2>/dev/null || true
+  # The private containerd's state dir, as its config names it (it is on /run).
+  local state
+  state=$(sed -n 's/^state = "\(.*\)"$/\1/p' "$dir/containerd/config.toml" 2>/dev/null || true)
   rm -rf /run/containerd/wasmengine/"$ns"-* "$dir"
-  rm -rf "/run/wasmengine/containerd-$(python3 -c '
-import sys
-h = 0xcbf29ce484222325
-for b in sys.argv[1].encode():
-    h = ((h ^ b) * 0x100000001b3) & (2**64 - 1)
-print("%08x" % (h & 0xffffffff))' "$dir")"
+  if [ -n "$state" ]; then rm -rf "$state"; fi
 }
 trap cleanup EXIT
 # PSS in KiB of the given pids, summed.

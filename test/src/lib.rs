@@ -740,6 +740,17 @@ impl Engine {
 impl Drop for Engine {
     fn drop(&mut self) {
         self.kill9();
+        // A private containerd this engine started keeps its state on /run (see
+        // `wasm_engine::embedded::state_dir`): gone with it, unless it still runs.
+        let pid_file = self.data_dir.path().join("containerd/containerd.pid");
+        let running = std::fs::read_to_string(pid_file)
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+            // SAFETY: signal 0 only checks that the process exists.
+            .is_some_and(|pid| unsafe { libc::kill(pid, 0) } == 0);
+        if !running {
+            let _ = std::fs::remove_dir_all(wasm_engine::embedded::state_dir(self.data_dir.path()));
+        }
     }
 }
 
