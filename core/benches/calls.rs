@@ -35,6 +35,118 @@ fn auth_args() -> Value {
     json!({"arg_uri": "yes", "arg_body": "yes", "arg_secret": "12345"})
 }
 
+/// A row: its label, the sample file, the export (or function name), whether it is WASI, and
+/// the args and the expected result (empty: the authentication sample's 403 page).
+type Spec = (
+    &'static str,
+    &'static str,
+    &'static str,
+    bool,
+    fn() -> Value,
+    &'static str,
+);
+
+fn gcd_args() -> Value {
+    json!([1071, 462])
+}
+
+fn gcd_wasi_args() -> Value {
+    json!({"a": 1071, "b": 462})
+}
+
+fn echo_args() -> Value {
+    json!({"text": "hello, WasmEngine"})
+}
+
+const ECHOED: &str = r#"{"text":"hello, WasmEngine"}"#;
+
+const ROWS: &[Spec] = &[
+    ("gcd_nomem", "gcd-nomem", "gcd", false, gcd_args, "21"),
+    ("gcd", "gcd", "gcd", false, gcd_args, "21"),
+    (
+        "gcd_wasi",
+        "gcd-wasi",
+        "gcd-wasi",
+        true,
+        gcd_wasi_args,
+        "21",
+    ),
+    (
+        "echo_string",
+        "echo-string",
+        "echo_string",
+        false,
+        echo_args,
+        ECHOED,
+    ),
+    (
+        "echo_string_wasi",
+        "echo-string-wasi",
+        "echo-string-wasi",
+        true,
+        echo_args,
+        ECHOED,
+    ),
+    (
+        "authentication",
+        "authentication",
+        "authentication",
+        false,
+        auth_args,
+        "",
+    ),
+    (
+        "authentication_wasi",
+        "authentication-wasi",
+        "authentication-wasi",
+        true,
+        auth_args,
+        "",
+    ),
+    (
+        "echo_string_rl",
+        "echo-string-rl",
+        "echo_string",
+        false,
+        echo_args,
+        ECHOED,
+    ),
+    (
+        "echo_string_wasi_rl",
+        "echo-string-wasi-rl",
+        "echo-string-wasi",
+        true,
+        echo_args,
+        ECHOED,
+    ),
+    (
+        "authentication_rl",
+        "authentication-rl",
+        "authentication",
+        false,
+        auth_args,
+        "",
+    ),
+    (
+        "authentication_wasi_rl",
+        "authentication-wasi-rl",
+        "authentication-wasi",
+        true,
+        auth_args,
+        "",
+    ),
+];
+
+/// Loads the rows named `labels` (all of them if empty) into `rt`.
+fn rows(rt: &Runtime, labels: &[&str]) -> Vec<(&'static str, Function, Value, &'static str)> {
+    ROWS.iter()
+        .filter(|r| labels.is_empty() || labels.contains(&r.0))
+        .map(|&(label, file, export, wasi, args, expect)| {
+            (label, function(rt, file, export, wasi), args(), expect)
+        })
+        .collect()
+}
+
 fn calls(c: &mut Criterion) {
     let rt = Runtime::new(EngineConfig::default()).unwrap();
     let auth_component = rt
@@ -47,80 +159,13 @@ fn calls(c: &mut Criterion) {
             },
         )
         .unwrap();
-    let rows: [(&str, Function, Value, &str); 12] = [
-        (
-            "gcd_nomem",
-            function(&rt, "gcd-nomem", "gcd", false),
-            json!([1071, 462]),
-            "21",
-        ),
-        (
-            "gcd",
-            function(&rt, "gcd", "gcd", false),
-            json!([1071, 462]),
-            "21",
-        ),
-        (
-            "gcd_wasi",
-            function(&rt, "gcd-wasi", "gcd-wasi", true),
-            json!({"a": 1071, "b": 462}),
-            "21",
-        ),
-        (
-            "echo_string",
-            function(&rt, "echo-string", "echo_string", false),
-            json!({"text": "hello, WasmEngine"}),
-            r#"{"text":"hello, WasmEngine"}"#,
-        ),
-        (
-            "echo_string_wasi",
-            function(&rt, "echo-string-wasi", "echo-string-wasi", true),
-            json!({"text": "hello, WasmEngine"}),
-            r#"{"text":"hello, WasmEngine"}"#,
-        ),
-        (
-            "authentication",
-            function(&rt, "authentication", "authentication", false),
-            auth_args(),
-            "",
-        ),
-        (
-            "authentication_wasi",
-            function(&rt, "authentication-wasi", "authentication-wasi", true),
-            auth_args(),
-            "",
-        ),
-        (
-            "echo_string_rl",
-            function(&rt, "echo-string-rl", "echo_string", false),
-            json!({"text": "hello, WasmEngine"}),
-            r#"{"text":"hello, WasmEngine"}"#,
-        ),
-        (
-            "echo_string_wasi_rl",
-            function(&rt, "echo-string-wasi-rl", "echo-string-wasi", true),
-            json!({"text": "hello, WasmEngine"}),
-            r#"{"text":"hello, WasmEngine"}"#,
-        ),
-        (
-            "authentication_rl",
-            function(&rt, "authentication-rl", "authentication", false),
-            auth_args(),
-            "",
-        ),
-        (
-            "authentication_wasi_rl",
-            function(&rt, "authentication-wasi-rl", "authentication-wasi", true),
-            auth_args(),
-            "",
-        ),
-        (
-            "authentication_wasi_component",
-            auth_component,
-            auth_args(),
-            "",
-        ),
-    ];
+    let mut rows = rows(&rt, &[]);
+    rows.push((
+        "authentication_wasi_component",
+        auth_component,
+        auth_args(),
+        "",
+    ));
     let mut group = c.benchmark_group("call");
     for (label, f, args, expect) in &rows {
         check(label, f, args, expect);
@@ -163,26 +208,10 @@ fn reset(c: &mut Criterion) {
             if scan { "scan" } else { "memset" },
             keep >> 20
         );
-        let rows = [
-            (
-                "authentication_rl",
-                function(&rt, "authentication-rl", "authentication", false),
-                auth_args(),
-                "",
-            ),
-            (
-                "authentication_wasi_rl",
-                function(&rt, "authentication-wasi-rl", "authentication-wasi", true),
-                auth_args(),
-                "",
-            ),
-            (
-                "echo_string",
-                function(&rt, "echo-string", "echo_string", false),
-                json!({"text": "hello, WasmEngine"}),
-                r#"{"text":"hello, WasmEngine"}"#,
-            ),
-        ];
+        let rows = rows(
+            &rt,
+            &["authentication_rl", "authentication_wasi_rl", "echo_string"],
+        );
         for (label, f, args, expect) in &rows {
             check(label, f, args, expect);
             group.bench_function(format!("{label}/{mode}"), |b| {

@@ -22,6 +22,21 @@ fn setup(extra: &[&str]) -> (Containerd, Engine) {
     (c, e)
 }
 
+/// Deploys the WAT command that sleeps in WASI (`sleeps.wat`) as `sleeper`.
+fn deploy_sleeper(c: &Containerd, e: &Engine, timeout_ms: u64) {
+    let sleeper = "localhost/sleeps:hostile";
+    c.import_wasm(
+        &core_wat("sleeps"),
+        &ImageSpec::classic("sleeps.wasm"),
+        sleeper,
+    )
+    .unwrap();
+    e.deploy(
+        json!({"function_name": "sleeper", "function_image": sleeper, "wasi_cap": true,
+                    "timeout_ms": timeout_ms}),
+    );
+}
+
 fn healthy(e: &Engine) {
     let (status, v) = e.invoke("healthy", json!([12, 18]));
     assert_eq!((status, v["result"].as_str()), (200, Some("6")), "{v}");
@@ -32,17 +47,7 @@ fn healthy(e: &Engine) {
 #[test]
 fn a_full_queue_answers_429_with_retry_after() {
     let (c, e) = setup(&["--function-concurrency", "1"]);
-    let sleeper = "localhost/sleeps:busy";
-    c.import_wasm(
-        &core_wat("sleeps"),
-        &ImageSpec::classic("sleeps.wasm"),
-        sleeper,
-    )
-    .unwrap();
-    e.deploy(
-        json!({"function_name": "sleeper", "function_image": sleeper, "wasi_cap": true,
-                    "timeout_ms": 3000}),
-    );
+    deploy_sleeper(&c, &e, 3000);
     std::thread::scope(|s| {
         // One running and eight waiting (eight queue places per slot) fill the function.
         let calls: Vec<_> = (0..9)
@@ -89,17 +94,7 @@ fn raw_invoke(e: &Engine, body: &str) -> String {
 #[test]
 fn forty_wasi_sleepers_all_time_out_within_three_seconds() {
     let (c, e) = setup(&[]);
-    let sleeper = "localhost/sleeps:hostile";
-    c.import_wasm(
-        &core_wat("sleeps"),
-        &ImageSpec::classic("sleeps.wasm"),
-        sleeper,
-    )
-    .unwrap();
-    e.deploy(
-        json!({"function_name": "sleeper", "function_image": sleeper, "wasi_cap": true,
-                    "timeout_ms": 1000}),
-    );
+    deploy_sleeper(&c, &e, 1000);
     let start = Instant::now();
     let answers: Vec<(u16, serde_json::Value)> = std::thread::scope(|s| {
         let calls: Vec<_> = (0..40)
