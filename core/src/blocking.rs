@@ -13,14 +13,30 @@
 //!
 //! The guest's monotonic clock is [`GuestClock`], whose origin the call's state knows, so
 //! absolute monotonic deadlines are read in the guest's terms.
+//!
+//! A WASI preview 2 component waits through `wasi:io/poll` (`poll`, `pollable.block`) on
+//! pollables: a clock's `subscribe-duration`/`subscribe-instant`, or a stream's readiness.
+//! wasmtime-wasi's synchronous bindings run those waits to completion on its tokio runtime.
+//! [`bound_component_waits`] shadows both calls with the same waits raced against the call's
+//! deadline and the runtime's interrupt, so whatever a pollable stands for, the wait ends with
+//! the call's limits.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use wasmtime::{Caller, Linker, Memory};
+use std::future::Future;
 
-use crate::function::{CallState, InterruptHit, TimeoutHit};
+use wasmtime::component::Resource;
+use wasmtime::{Caller, Linker, Memory, StoreContextMut};
+use wasmtime_wasi::p2::bindings::io::poll::{Host as _, HostPollable as _};
+use wasmtime_wasi::p2::DynPollable;
+use wasmtime_wasi::ResourceTable;
+
+use crate::function::{CallState, ComponentState, Guard, InterruptHit, TimeoutHit};
 
 const MODULE: &str = "wasi_snapshot_preview1";
+/// The instance wasmtime-wasi's preview 2 linker defines `poll` in (a component importing any
+/// 0.2.x version is linked to it).
+const POLL_INSTANCE: &str = "wasi:io/poll@0.2.12";
 
 /// Longest single sleep: how late a wait notices the runtime's interrupt.
 const SLICE: Duration = Duration::from_millis(10);
@@ -98,6 +114,62 @@ pub(crate) fn bound_waits(linker: &mut Linker<CallState>) -> anyhow::Result<()> 
     )?;
     linker.allow_shadowing(false);
     Ok(())
+}
+
+/// Replaces `wasi:io/poll`'s blocking calls in a linker that already has wasmtime-wasi's
+/// preview 2.
+pub(crate) fn bound_component_waits(
+    linker: &mut wasmtime::component::Linker<ComponentState>,
+) -> anyhow::Result<()> {
+    linker.allow_shadowing(true);
+    let mut poll = linker.instance(POLL_INSTANCE)?;
+    poll.func_wrap(
+        "poll",
+        |mut store: StoreContextMut<'_, ComponentState>, (list,): (Vec<Resource<DynPollable>>,)| {
+            let (table, guard) = store.data_mut().table_and_guard();
+            let ready = bounded(guard, ResourceTable::poll(table, list))?;
+            Ok((ready,))
+        },
+    )?;
+    poll.func_wrap(
+        "[method]pollable.block",
+        |mut store: StoreContextMut<'_, ComponentState>, (pollable,): (Resource<DynPollable>,)| {
+            let (table, guard) = store.data_mut().table_and_guard();
+            bounded(guard, ResourceTable::block(table, pollable))
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+/// Runs a wait to its end, or fails at the call's deadline or the runtime's interrupt.
+fn bounded<T>(
+    guard: &Guard,
+    wait: impl Future<Output = wasmtime::Result<T>>,
+) -> wasmtime::Result<T> {
+    wasmtime_wasi::runtime::in_tokio(async {
+        tokio::select! {
+            done = wait => done,
+            stop = stopped(guard) => Err(stop),
+        }
+    })
+}
+
+/// Resolves when the call must stop, with the error that says why.
+async fn stopped(guard: &Guard) -> wasmtime::Error {
+    loop {
+        if guard.is_interrupted() {
+            return InterruptHit.into();
+        }
+        let now = Instant::now();
+        if guard.deadline.is_some_and(|d| now >= d) {
+            return TimeoutHit.into();
+        }
+        let nap = guard
+            .deadline
+            .map_or(SLICE, |d| SLICE.min(d.saturating_duration_since(now)));
+        tokio::time::sleep(nap).await;
+    }
 }
 
 struct Subscription {

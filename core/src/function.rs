@@ -63,6 +63,13 @@ pub(crate) struct ComponentState {
     guard: Guard,
 }
 
+impl ComponentState {
+    /// The resource table and the call's guard, borrowed together for a bounded wait.
+    pub(crate) fn table_and_guard(&mut self) -> (&mut ResourceTable, &Guard) {
+        (&mut self.table, &self.guard)
+    }
+}
+
 impl WasiView for ComponentState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {

@@ -52,6 +52,7 @@ impl Runtime {
         crate::blocking::bound_waits(&mut linker)?;
         let mut component_linker = wasmtime::component::Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut component_linker)?;
+        crate::blocking::bound_component_waits(&mut component_linker)?;
         spawn_epoch_ticker(engine.weak(), config.epoch_tick);
         let cache = ModuleCache::new(&engine, config.cache_dir.clone());
         Ok(Runtime {

@@ -42,6 +42,13 @@ impl Sandbox for WasmEngineSandbox {
         source::check(&ctx.entrypoint(), ctx.args(), Path::new("/"))
     }
 
+    /// A function container of the engine (serve mode) runs Wasm only: an image whose entry is
+    /// native code is refused at creation. Plain `ctr`/CRI containers keep the library's rule
+    /// (a native entry runs as a Linux container, as a pod's sandbox container needs).
+    fn allows_native(&self, ctx: &impl RuntimeContext) -> bool {
+        matches!(FunctionConfig::from_env(ctx.envs()), Ok(None))
+    }
+
     async fn run_wasi(&self, ctx: &impl RuntimeContext) -> anyhow::Result<i32> {
         close_inherited_sockets();
         let mut sigterm = signal(SignalKind::terminate())?;

@@ -120,6 +120,61 @@ fn image_without_entrypoint_runs_its_one_module_with_the_args() {
     assert_eq!(image.layers.len(), 1);
 }
 
+/// An image whose module is swapped, in a later layer, for a script run by a static busybox.
+fn native_image(c: &Containerd, reference: &str) {
+    let mut img =
+        wasmengine_api::image::build(&fixture("probe"), &ImageSpec::classic("probe.wasm")).unwrap();
+    let busybox = std::fs::read("/bin/busybox").expect("busybox-static (scripts/install-deps.sh)");
+    add_layer(
+        &mut img,
+        &[
+            ("bin/busybox", 0o755, &busybox),
+            (
+                "probe.wasm",
+                0o755,
+                b"#!/bin/busybox sh\necho native code ran\nexit 42\n",
+            ),
+        ],
+    )
+    .unwrap();
+    c.import_image(&img, wasmengine_api::image::Layout::Classic, reference)
+        .unwrap();
+}
+
+#[test]
+fn a_native_entry_runs_for_plain_containers_and_never_for_a_function() {
+    let c = Containerd::start().unwrap();
+    native_image(&c, "localhost/native:1");
+    // Plain `ctr` (and CRI) containers keep the library's rule: native code runs natively.
+    let (code, out, err) = run(&c, "localhost/native:1", "plain", &[], &[]);
+    assert_eq!(code, 42, "{out}{err}");
+    assert!(out.contains("native code ran"), "{out}{err}");
+    // A container in the engine's function-server mode runs Wasm or nothing.
+    let (code, out, err) = run(
+        &c,
+        "localhost/native:1",
+        "function",
+        &[
+            "--env",
+            "WASMENGINE_MODE=serve",
+            "--env",
+            "WASMENGINE_FUNCTION=native",
+            "--env",
+            "WASMENGINE_SOCKET=/run/fn/fn.sock",
+        ],
+        &[],
+    );
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(!out.contains("native code ran"), "{out}{err}");
+    assert!(
+        c.log().contains("refusing a native entry point"),
+        "{}",
+        c.log()
+    );
+    let _ = c.ctr(&["container", "rm", "function"]);
+    assert_nothing_left(&c);
+}
+
 #[test]
 fn argv_and_exit_status_come_from_the_container() {
     let c = Containerd::start().unwrap();
