@@ -8,8 +8,12 @@ use serde::{Deserialize, Serialize};
 /// `serve`: the task answers invocations on [`ENV_SOCKET`] instead of running `_start` once.
 pub const ENV_MODE: &str = "WASMENGINE_MODE";
 pub const MODE_SERVE: &str = "serve";
-/// Path of the unix socket, inside the container (a directory bind-mounted from the host).
+/// Path of the unix socket, inside the container (a directory bind-mounted from the host):
+/// how the engine reaches its functions.
 pub const ENV_SOCKET: &str = "WASMENGINE_SOCKET";
+/// A TCP address (`0.0.0.0:8080`) to serve on instead of a unix socket: how a Kubernetes
+/// Service reaches a function container of a pod.
+pub const ENV_LISTEN: &str = "WASMENGINE_LISTEN";
 pub const ENV_FUNCTION: &str = "WASMENGINE_FUNCTION";
 /// `true` (WASI command), `false` (an export) or absent (decide from the module).
 pub const ENV_WASI: &str = "WASMENGINE_WASI";
@@ -51,7 +55,9 @@ pub struct FunctionConfig {
     pub name: String,
     pub wasi: Option<bool>,
     pub export: Option<String>,
-    pub socket: String,
+    /// Where the function serves: exactly one of `socket` and `listen` is set.
+    pub socket: Option<String>,
+    pub listen: Option<String>,
     pub limits: FunctionLimits,
     pub concurrency: Option<u32>,
     pub cache_dir: Option<String>,
@@ -110,13 +116,14 @@ impl FunctionConfig {
         let mut env = vec![
             format!("{ENV_MODE}={MODE_SERVE}"),
             format!("{ENV_FUNCTION}={}", self.name),
-            format!("{ENV_SOCKET}={}", self.socket),
         ];
         let mut put = |k: &str, v: Option<String>| {
             if let Some(v) = v {
                 env.push(format!("{k}={v}"));
             }
         };
+        put(ENV_SOCKET, self.socket.clone());
+        put(ENV_LISTEN, self.listen.clone());
         put(ENV_WASI, self.wasi.map(|w| w.to_string()));
         put(ENV_EXPORT, self.export.clone());
         put(
@@ -156,11 +163,26 @@ impl FunctionConfig {
                 })
             }
         };
+        let name = get(ENV_FUNCTION).ok_or(ConfigError::Missing(ENV_FUNCTION))?;
+        let socket = get(ENV_SOCKET).filter(|s| !s.is_empty());
+        let listen = get(ENV_LISTEN).filter(|s| !s.is_empty());
+        match (&socket, &listen) {
+            (None, None) => return Err(ConfigError::Missing(ENV_SOCKET)),
+            (Some(_), Some(l)) => {
+                return Err(ConfigError::Invalid {
+                    name: ENV_LISTEN,
+                    value: l.clone(),
+                    why: "a function serves on a unix socket or a TCP address, not both",
+                })
+            }
+            _ => {}
+        }
         Ok(Some(FunctionConfig {
-            name: get(ENV_FUNCTION).ok_or(ConfigError::Missing(ENV_FUNCTION))?,
+            name,
             wasi,
             export: get(ENV_EXPORT).filter(|e| !e.is_empty()),
-            socket: get(ENV_SOCKET).ok_or(ConfigError::Missing(ENV_SOCKET))?,
+            socket,
+            listen,
             limits: FunctionLimits::from_env(env)?,
             concurrency: num(ENV_CONCURRENCY, get_env(env, ENV_CONCURRENCY))?,
             cache_dir: get(ENV_CACHE_DIR).filter(|d| !d.is_empty()),
@@ -178,7 +200,8 @@ mod tests {
             name: "gcd".into(),
             wasi: Some(false),
             export: Some("gcd".into()),
-            socket: "/run/wasmengine/fn.sock".into(),
+            socket: Some("/run/wasmengine/fn.sock".into()),
+            listen: None,
             limits: FunctionLimits {
                 timeout_ms: Some(500),
                 memory_limit_mb: Some(64),
@@ -213,5 +236,34 @@ mod tests {
         );
         let err = FunctionConfig::from_env(&["WASMENGINE_MODE=serve"]).unwrap_err();
         assert_eq!(err, ConfigError::Missing(ENV_FUNCTION));
+        let err = FunctionConfig::from_env(&["WASMENGINE_MODE=serve", "WASMENGINE_FUNCTION=f"])
+            .unwrap_err();
+        assert_eq!(err, ConfigError::Missing(ENV_SOCKET));
+        let both = [
+            "WASMENGINE_MODE=serve",
+            "WASMENGINE_FUNCTION=f",
+            "WASMENGINE_SOCKET=/s",
+            "WASMENGINE_LISTEN=0.0.0.0:8080",
+        ];
+        assert!(matches!(
+            FunctionConfig::from_env(&both).unwrap_err(),
+            ConfigError::Invalid {
+                name: ENV_LISTEN,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_tcp_function_round_trips_through_env() {
+        let config = FunctionConfig {
+            name: "gcd".into(),
+            listen: Some("0.0.0.0:8080".into()),
+            ..FunctionConfig::default()
+        };
+        assert_eq!(
+            FunctionConfig::from_env(&config.to_env()).unwrap(),
+            Some(config)
+        );
     }
 }

@@ -129,7 +129,11 @@ impl Job {
 /// Leaves why a serving function could not start next to its socket, where the engine that
 /// waits for it reads it (the shim log is containerd's, out of the engine's reach).
 fn report_to_engine(config: &FunctionConfig, why: &str) {
-    let path = Path::new(&config.socket).with_file_name(ERROR_FILE_NAME);
+    // A TCP function (a pod's) has no engine waiting for it: its log says why.
+    let Some(socket) = &config.socket else {
+        return;
+    };
+    let path = Path::new(socket).with_file_name(ERROR_FILE_NAME);
     if let Err(e) = std::fs::write(&path, why) {
         log::warn!("write {}: {e}", path.display());
     }
@@ -278,11 +282,19 @@ fn serve(
             return cannot_load(format_args!("{e}"));
         }
     };
-    match server::serve(
-        Arc::new(function),
-        Path::new(&config.socket),
-        concurrency as usize,
-    ) {
+    let listener = match (&config.listen, &config.socket) {
+        (Some(addr), _) => server::Listener::tcp(addr),
+        (None, Some(socket)) => server::Listener::unix(Path::new(socket)),
+        (None, None) => unreachable!("FunctionConfig::from_env requires a socket or an address"),
+    };
+    let listener = match listener {
+        Ok(l) => l,
+        Err(e) => {
+            report_to_engine(config, &format!("{e:#}"));
+            return cannot_load(format_args!("{e:#}"));
+        }
+    };
+    match server::serve(Arc::new(function), listener, concurrency as usize) {
         Ok(()) => 0,
         Err(e) => {
             log::error!("function server failed: {e:#}");

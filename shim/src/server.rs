@@ -1,4 +1,5 @@
-//! Function-server mode: answers invocations on a unix socket until the task is killed.
+//! Function-server mode: answers invocations on a unix socket (the engine's) or a TCP address
+//! (a Kubernetes pod's, behind a Service) until the task is killed.
 //!
 //! The protocol is `wasmengine_api::invoke` (HTTP/1.1, kept-alive connections). Each
 //! connection gets a thread (the engine keeps a small pool of connections per function); each
@@ -7,7 +8,8 @@
 //! called from inside a tokio runtime, and a blocking socket costs nothing here.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -20,34 +22,76 @@ use wasmengine_core::{CallError, Function};
 const MAX_HEAD: usize = 16 << 10;
 const MAX_BODY: usize = 64 << 20;
 
-/// Binds `socket` (replacing a stale one) and serves until the process ends.
-pub fn serve(function: Arc<Function>, socket: &Path, concurrency: usize) -> anyhow::Result<()> {
-    let listener = bind(socket)?;
+/// Where a function server accepts connections.
+pub enum Listener {
+    Unix(UnixListener),
+    Tcp(TcpListener),
+}
+
+impl Listener {
+    /// Binds a unix socket at `path`, replacing a stale one.
+    pub fn unix(path: &Path) -> anyhow::Result<Listener> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        }
+        let _ = std::fs::remove_file(path);
+        let l = UnixListener::bind(path).with_context(|| format!("bind {}", path.display()))?;
+        Ok(Listener::Unix(l))
+    }
+
+    /// Binds a TCP address (`host:port`).
+    pub fn tcp(addr: &str) -> anyhow::Result<Listener> {
+        let l = TcpListener::bind(addr).with_context(|| format!("listen on {addr}"))?;
+        Ok(Listener::Tcp(l))
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Listener::Unix(l) => l
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_pathname().map(|p| p.display().to_string()))
+                .unwrap_or_else(|| "a unix socket".into()),
+            Listener::Tcp(l) => l
+                .local_addr()
+                .map(|a| format!("tcp {a}"))
+                .unwrap_or_else(|_| "tcp".into()),
+        }
+    }
+
+    /// The next connection, as a reader and a writer of one stream.
+    fn accept(&self) -> std::io::Result<(Box<dyn Read + Send>, Box<dyn Write + Send>)> {
+        match self {
+            Listener::Unix(l) => {
+                let (s, _) = l.accept()?;
+                Ok((Box::new(s.try_clone()?), Box::new(s)))
+            }
+            Listener::Tcp(l) => {
+                let (s, _) = l.accept()?;
+                // Answers are written whole, in one write: no reason to wait for more.
+                s.set_nodelay(true)?;
+                let r: TcpStream = s.try_clone()?;
+                Ok((Box::new(r), Box::new(s)))
+            }
+        }
+    }
+}
+
+/// Serves on `listener` until the process ends.
+pub fn serve(
+    function: Arc<Function>,
+    listener: Listener,
+    concurrency: usize,
+) -> anyhow::Result<()> {
     log::info!(
         "serving function {} ({}) on {} with {concurrency} concurrent calls",
         function.name(),
         function.kind(),
-        socket.display()
+        listener.describe()
     );
-    serve_on(listener, function, concurrency)
-}
-
-pub fn bind(socket: &Path) -> anyhow::Result<UnixListener> {
-    if let Some(dir) = socket.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
-    }
-    let _ = std::fs::remove_file(socket);
-    UnixListener::bind(socket).with_context(|| format!("bind {}", socket.display()))
-}
-
-pub fn serve_on(
-    listener: UnixListener,
-    function: Arc<Function>,
-    concurrency: usize,
-) -> anyhow::Result<()> {
     let slots = Arc::new(Slots::new(concurrency.max(1)));
-    for conn in listener.incoming() {
-        let conn = match conn {
+    loop {
+        let (reader, writer) = match listener.accept() {
             Ok(c) => c,
             Err(e) => {
                 log::warn!("accept: {e}");
@@ -58,13 +102,12 @@ pub fn serve_on(
         std::thread::Builder::new()
             .name("fn-conn".into())
             .spawn(move || {
-                if let Err(e) = handle(conn, &function, &slots) {
+                if let Err(e) = handle(reader, writer, &function, &slots) {
                     log::debug!("connection closed: {e:#}");
                 }
             })
             .context("spawn connection thread")?;
     }
-    Ok(())
 }
 
 /// A counting semaphore: the bound on calls running at once.
@@ -120,9 +163,13 @@ struct Request {
 }
 
 /// Serves requests on one connection until the peer closes it.
-fn handle(conn: UnixStream, function: &Function, slots: &Slots) -> anyhow::Result<()> {
-    let mut reader = BufReader::new(conn.try_clone()?);
-    let mut writer = conn;
+fn handle(
+    reader: impl Read,
+    mut writer: impl Write,
+    function: &Function,
+    slots: &Slots,
+) -> anyhow::Result<()> {
+    let mut reader = BufReader::new(reader);
     while let Some(req) = read_request(&mut reader)? {
         let (status, content_type, body) = respond(&req, function, slots);
         let head =

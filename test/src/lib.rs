@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use wasmengine_api::image::{self, ImageSpec};
 
+pub mod cri;
+
 /// The workspace root.
 pub fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -78,6 +80,21 @@ pub struct Containerd {
 impl Containerd {
     /// Starts containerd with our shim's directory first on its `PATH`.
     pub fn start() -> Result<Containerd> {
+        Containerd::start_with(
+            |dir, address| {
+                wasm_engine::embedded::config_toml(&dir.join("root"), &dir.join("state"), address)
+            },
+            // A namespace per test process keeps what parallel tests leave apart.
+            &format!("wasmengine-test-{}", std::process::id()),
+        )
+    }
+
+    /// Starts containerd on the config `config(dir, address)` gives (its root and state must
+    /// lie in `dir`), for `ctr` in `namespace`.
+    pub fn start_with(
+        config: impl FnOnce(&Path, &Path) -> String,
+        namespace: &str,
+    ) -> Result<Containerd> {
         let shim = release_dir().join(SHIM_BINARY);
         if !shim.exists() {
             bail!("{} is missing: build it first (make build)", shim.display());
@@ -86,22 +103,12 @@ impl Containerd {
             .prefix("wasmengine-ctd-")
             .tempdir()?;
         let address = dir.path().join("containerd.sock");
-        let config = dir.path().join("config.toml");
-        std::fs::write(
-            &config,
-            wasm_engine::embedded::config_toml(
-                &dir.path().join("root"),
-                &dir.path().join("state"),
-                &address,
-            ),
-        )?;
+        std::fs::write(dir.path().join("config.toml"), config(dir.path(), &address))?;
         let child = spawn_containerd(dir.path())?;
         let c = Containerd {
             dir,
             address,
-            // Shims keep state per namespace under /run/containerd/<runtime>/ whatever the
-            // containerd: a namespace per test keeps parallel tests apart.
-            namespace: format!("wasmengine-test-{}", std::process::id()),
+            namespace: namespace.to_string(),
             child,
         };
         wait_for("containerd", Duration::from_secs(20), || {
@@ -149,16 +156,28 @@ impl Containerd {
         pids
     }
 
-    /// The shims' runtime state directories of this containerd's namespace.
+    /// The shims' runtime state directory of this containerd's namespace, if it exists: the
+    /// shim names it after the namespace and the directory that holds the task bundles.
     pub fn runtime_state_dirs(&self) -> Vec<PathBuf> {
-        let prefix = format!("{}-", self.namespace);
-        std::fs::read_dir("/run/containerd/wasmengine")
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
-            .map(|e| e.path())
-            .collect()
+        let bundles = self
+            .dir
+            .path()
+            .join("state/io.containerd.runtime.v2.task")
+            .join(&self.namespace);
+        let hash = bundles
+            .as_os_str()
+            .as_encoded_bytes()
+            .iter()
+            .fold(0xcbf29ce484222325u64, |h, b| {
+                (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
+            });
+        let dir = Path::new("/run/containerd/wasmengine")
+            .join(format!("{}-{:08x}", self.namespace, hash as u32));
+        if dir.exists() {
+            vec![dir]
+        } else {
+            Vec::new()
+        }
     }
 
     /// The sockets of this containerd's shims, as each shim's bundle records them.
@@ -279,6 +298,21 @@ impl Containerd {
         pids
     }
 
+    /// The shim servers among [`Containerd::shim_pids`]: the processes containerd talks to,
+    /// not the zygotes and container processes they fork (whose parent is a shim process).
+    pub fn shim_servers(&self) -> Vec<u32> {
+        let pids = self.shim_pids();
+        let parent = |pid: u32| -> Option<u32> {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // `pid (comm) state ppid …`; comm may hold spaces, the last ')' ends it.
+            stat[stat.rfind(')')? + 2..].split(' ').nth(1)?.parse().ok()
+        };
+        pids.iter()
+            .copied()
+            .filter(|p| parent(*p).is_some_and(|pp| !pids.contains(&pp)))
+            .collect()
+    }
+
     /// Mounts under this containerd's state or root.
     pub fn mounts(&self) -> Vec<String> {
         let dir = self.dir.path().display().to_string();
@@ -342,6 +376,26 @@ fn spawn_containerd(dir: &Path) -> Result<Child> {
         .context("start containerd (apt-get install containerd)")
 }
 
+/// Changes a classic image's config (`f` edits its JSON), keeping the manifest in step.
+pub fn set_config(img: &mut image::Image, f: impl FnOnce(&mut serde_json::Value)) -> Result<()> {
+    let mut config: serde_json::Value = serde_json::from_slice(&img.config.data)?;
+    f(&mut config);
+    img.config = blob(&img.config.media_type, serde_json::to_vec(&config)?);
+    let mut manifest: serde_json::Value = serde_json::from_slice(&img.manifest.data)?;
+    manifest["config"] = img.config.descriptor();
+    manifest["layers"] = img.layers.iter().map(|l| l.descriptor()).collect();
+    img.manifest = blob(&img.manifest.media_type, serde_json::to_vec(&manifest)?);
+    Ok(())
+}
+
+fn blob(media_type: &str, data: Vec<u8>) -> image::Blob {
+    image::Blob {
+        media_type: media_type.to_string(),
+        digest: image::sha256_digest(&data),
+        data,
+    }
+}
+
 /// Adds a layer to a classic image: `files` (path, mode, contents) in a gzipped tar, on top.
 pub fn add_layer(img: &mut image::Image, files: &[(&str, u32, &[u8])]) -> Result<()> {
     use std::io::Write;
@@ -357,24 +411,16 @@ pub fn add_layer(img: &mut image::Image, files: &[(&str, u32, &[u8])]) -> Result
     let diff_id = image::sha256_digest(&tar);
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     gz.write_all(&tar)?;
-    let blob = |media_type: &str, data: Vec<u8>| image::Blob {
-        media_type: media_type.to_string(),
-        digest: image::sha256_digest(&data),
-        data,
-    };
     let media = img.layers[0].media_type.clone();
     img.layers.push(blob(&media, gz.finish()?));
-    let mut config: serde_json::Value = serde_json::from_slice(&img.config.data)?;
-    config["rootfs"]["diff_ids"]
-        .as_array_mut()
-        .context("config without diff_ids")?
-        .push(diff_id.into());
-    img.config = blob(&img.config.media_type, serde_json::to_vec(&config)?);
-    let mut manifest: serde_json::Value = serde_json::from_slice(&img.manifest.data)?;
-    manifest["config"] = img.config.descriptor();
-    manifest["layers"] = img.layers.iter().map(|l| l.descriptor()).collect();
-    img.manifest = blob(&img.manifest.media_type, serde_json::to_vec(&manifest)?);
-    Ok(())
+    let mut pushed = Ok(());
+    set_config(img, |config| {
+        match config["rootfs"]["diff_ids"].as_array_mut() {
+            Some(ids) => ids.push(diff_id.into()),
+            None => pushed = Err(anyhow::anyhow!("config without diff_ids")),
+        }
+    })?;
+    pushed
 }
 
 /// Debian's `docker-registry` on 127.0.0.1.
