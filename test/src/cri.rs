@@ -213,7 +213,14 @@ impl Cri {
             log_path: format!("{name}/{}.log", container.attempt),
             linux: Some(LinuxContainerConfig {
                 security_context: Some(LinuxContainerSecurityContext {
-                    namespace_options: Some(namespaces()),
+                    namespace_options: Some(NamespaceOption {
+                        pid: if container.share_pid {
+                            NamespaceMode::Pod as i32
+                        } else {
+                            NamespaceMode::Container as i32
+                        },
+                        ..namespaces()
+                    }),
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -305,6 +312,8 @@ pub struct ContainerSpec {
     pub command: Vec<String>,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// The pod's pid namespace (`shareProcessNamespace: true`) instead of one of its own.
+    pub share_pid: bool,
 }
 
 /// kubelet's defaults for a host-network pod: the host's network, a pid namespace per

@@ -197,3 +197,19 @@ fn a_function_server_in_a_pod_answers_on_tcp() {
     assert!(http_tcp(addr, "GET", "/ready", &[], b"").is_err());
     assert_pod_gone(&cri, &pod);
 }
+
+#[test]
+fn containers_sharing_the_pod_s_pid_namespace_run_one_after_another() {
+    let cri = cri_with_probe();
+    let pod = cri.run_pod("shared", HANDLER).unwrap();
+    for name in ["first", "second", "third"] {
+        let spec = ContainerSpec {
+            share_pid: true,
+            ..probe(name, 0, &[])
+        };
+        let (code, log) = run_to_exit(&cri, &pod, spec);
+        assert_eq!(code, 0, "{name}: {log:#?}\n{}", cri.containerd.log());
+    }
+    cri.remove_pod(&pod).unwrap();
+    assert_pod_gone(&cri, &pod);
+}
