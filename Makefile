@@ -4,7 +4,7 @@ PREFIX  ?= /usr/local
 APPS    := build/apps
 RELEASE := target/release
 
-.PHONY: bench-density all deps build apps images run test bench bench-shim bench-api install clean
+.PHONY: bench-cri bench-density all deps build apps images run test bench bench-shim bench-api install clean
 
 all: build
 
@@ -47,6 +47,11 @@ bench-api: apps build
 # Many functions on one node: deploy time, processes and PSS per function, idle cost.
 bench-density: apps build
 	scripts/bench-density.sh
+
+# Pods through containerd's CRI plugin: Wasm vs runc container start, memory per extra
+# container, the shim's TCP function server vs the engine's REST API (wrk).
+bench-cri: apps build
+	$(CARGO) run --release -p wasmengine-e2e --example bench_cri
 
 # CONTAINERD_CONFIG=/etc/containerd/config.toml also registers the CRI runtime there.
 install: build
