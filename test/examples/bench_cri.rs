@@ -1,8 +1,9 @@
 //! `make bench-cri`: Kubernetes-style pods through containerd's CRI plugin, side by side in one
 //! run. Prints, with N (default 10) samples each:
 //! - a pod with the `wasmengine` handler plus one WASI container, run pod → container exited;
-//! - in a running pod, a Wasm container's create → exit beside a runc busybox container's in a
-//!   runc pod (medians, and their ratio);
+//! - in a running pod, a Wasm container's create → exit (the module as a Wasm OCI artifact,
+//!   and as a classic image's file) beside a runc busybox container's in a runc pod (medians,
+//!   their ratios, and where the time goes);
 //! - memory (PSS of the pod's shim processes) per extra running Wasm container;
 //! - invocations per second at 64 connections (wrk) through the shim's TCP function server in
 //!   a pod, beside the same function through the engine's REST API.
@@ -16,6 +17,9 @@ use wasmengine_e2e::cri::{ContainerSpec, Cri, Pod, HANDLER, SANDBOX_IMAGE};
 use wasmengine_e2e::{app, eventually, fixture, free_port, http_tcp, Containerd, Engine};
 
 const PROBE: &str = "localhost/probe:bench";
+/// The same module as a Wasm OCI artifact (a Wasm layer, precompiled by the shim's compiler
+/// when the first container of the image is created).
+const PROBE_ARTIFACT: &str = "localhost/probe:artifact";
 const AUTH: &str = "localhost/authentication:bench";
 const AUTH_ARGS: &str = r#"{"arg_uri":"yes","arg_body":"yes","arg_secret":"12345"}"#;
 
@@ -30,14 +34,33 @@ fn ms(d: Duration) -> String {
 
 /// Create → start → exited, for one container in `pod`.
 fn create_to_exit(cri: &Cri, pod: &Pod, spec: ContainerSpec) -> Result<Duration> {
+    Ok(create_to_exit_stages(cri, pod, spec)?[3])
+}
+
+/// Create → start → exited: the CreateContainer call, the StartContainer call, start →
+/// finished as the runtime reports it, and the whole.
+fn create_to_exit_stages(cri: &Cri, pod: &Pod, spec: ContainerSpec) -> Result<[Duration; 4]> {
     let start = Instant::now();
     let id = cri.create(pod, spec)?;
+    let created = start.elapsed();
     cri.start_container(&id)?;
+    let started = start.elapsed();
     let status = cri.wait_exited(&id, Duration::from_secs(30))?;
     let took = start.elapsed();
     anyhow::ensure!(status.exit_code == 0, "{id} exited {}", status.exit_code);
+    let ran = Duration::from_nanos((status.finished_at - status.started_at).max(0) as u64);
     cri.remove_container(&id)?;
-    Ok(took)
+    Ok([created, started - created, ran, took])
+}
+
+fn stages(v: &[[Duration; 4]]) -> String {
+    let m = |i: usize| ms(median(v.iter().map(|s| s[i]).collect()));
+    format!(
+        "create {}, start {}, started → finished {}",
+        m(0),
+        m(1),
+        m(2)
+    )
 }
 
 fn probe(name: &str) -> ContainerSpec {
@@ -98,6 +121,11 @@ fn main() -> Result<()> {
     let c = &cri.containerd;
     c.import_wasm(&fixture("probe"), &ImageSpec::classic("probe.wasm"), PROBE)?;
     c.import_wasm(
+        &fixture("probe"),
+        &ImageSpec::artifact("probe.wasm"),
+        PROBE_ARTIFACT,
+    )?;
+    c.import_wasm(
         &app("authentication"),
         &ImageSpec::classic("authentication.wasm"),
         AUTH,
@@ -120,10 +148,23 @@ fn main() -> Result<()> {
     // In running pods: a Wasm container vs a runc busybox container, interleaved.
     let wasm_pod = cri.run_pod("wasm", HANDLER)?;
     let runc_pod = cri.run_pod("runc", "runc")?;
-    let (mut wasm, mut runc) = (Vec::new(), Vec::new());
+    let (mut art, mut wasm, mut runc) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..n {
-        wasm.push(create_to_exit(&cri, &wasm_pod, probe(&format!("w{i}")))?);
-        runc.push(create_to_exit(
+        art.push(create_to_exit_stages(
+            &cri,
+            &wasm_pod,
+            ContainerSpec {
+                image: PROBE_ARTIFACT.into(),
+                command: vec!["/probe.wasm".into()],
+                ..probe(&format!("a{i}"))
+            },
+        )?);
+        wasm.push(create_to_exit_stages(
+            &cri,
+            &wasm_pod,
+            probe(&format!("w{i}")),
+        )?);
+        runc.push(create_to_exit_stages(
             &cri,
             &runc_pod,
             ContainerSpec {
@@ -134,15 +175,20 @@ fn main() -> Result<()> {
             },
         )?);
     }
-    let (w, r) = (median(wasm), median(runc));
+    let total = |v: &[[Duration; 4]]| median(v.iter().map(|s| s[3]).collect());
+    let (a, w, r) = (total(&art), total(&wasm), total(&runc));
     println!(
-        "container create → exited in a running pod: Wasm {} vs runc busybox {} (Wasm/runc {:.2}), medians of {n}",
+        "container create → exited in a running pod, medians of {n}: Wasm artifact {} (/runc {:.2}), classic Wasm image {} (/runc {:.2}), runc busybox {}",
+        ms(a),
+        a.as_secs_f64() / r.as_secs_f64(),
         ms(w),
-        ms(r),
-        w.as_secs_f64() / r.as_secs_f64()
+        w.as_secs_f64() / r.as_secs_f64(),
+        ms(r)
     );
+    println!("  artifact: {}", stages(&art));
+    println!("  classic:  {}", stages(&wasm));
+    println!("  runc:     {}", stages(&runc));
     cri.remove_pod(&runc_pod)?;
-
     // Memory per extra running Wasm container in one pod (one shim).
     let spin = |name: String| -> Result<String> {
         let id = cri.create(
