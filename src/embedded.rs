@@ -112,6 +112,8 @@ impl Embedded {
             .arg("--config")
             .arg(&config)
             .env("PATH", path)
+            // Classic images' modules the shim precompiles stay in the engine's data dir.
+            .env("WASMENGINE_SHIM_CACHE_DIR", dir.join("shim-cache"))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

@@ -11,10 +11,13 @@
 //!   deploys), turning SIGTERM into an epoch interrupt;
 //! - [`source`]: where the module comes from (an OCI Wasm layer, a file in the rootfs, or the
 //!   one `.wasm` at the rootfs root);
+//! - [`precompile`]: a classic image's module file, compiled once per node into a cache only
+//!   the shim writes;
 //! - [`server`]: the function server spoken to over a unix socket
 //!   (`wasmengine_api::invoke`);
 //! - [`settings`]: engine configuration and limits from the container's environment.
 
+pub mod precompile;
 pub mod sandbox;
 pub mod server;
 pub mod settings;

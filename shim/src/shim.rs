@@ -26,6 +26,10 @@ impl Shim for WasmEngineShim {
 
     type Sandbox = WasmEngineSandbox;
 
+    fn file_module(bundle: &std::path::Path) -> Option<WasmLayer> {
+        crate::precompile::file_module(bundle)
+    }
+
     #[allow(refining_impl_trait)]
     async fn compiler() -> Option<WasmEngineCompiler> {
         match Runtime::new(settings::compiler_engine_config()) {

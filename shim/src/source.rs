@@ -114,7 +114,7 @@ pub fn bundle(precompiled: &[u8], wasm: &[u8]) -> Vec<u8> {
 }
 
 /// The precompiled module and the Wasm of a [`bundle`].
-fn unbundle(bytes: &[u8]) -> anyhow::Result<(&[u8], &[u8])> {
+pub fn unbundle(bytes: &[u8]) -> anyhow::Result<(&[u8], &[u8])> {
     let rest = bytes
         .strip_prefix(BUNDLE_MAGIC)
         .context("the precompiled layer was not made by this shim's compiler")?;

@@ -370,6 +370,8 @@ fn spawn_containerd(dir: &Path) -> Result<Child> {
         .arg("--config")
         .arg(dir.join("config.toml"))
         .env("PATH", path)
+        // The shim's precompiled classic modules stay with this containerd.
+        .env("WASMENGINE_SHIM_CACHE_DIR", dir.join("shim-cache"))
         .stdout(log.try_clone()?)
         .stderr(log)
         .spawn()

@@ -119,6 +119,10 @@ fn containers_of_a_pod_share_one_shim_one_after_another_and_at_once() {
         assert_eq!(code, 0, "{name}: {log:#?}\n{}", cri.containerd.log());
         assert_eq!(cri.containerd.shim_servers().len(), 1, "{name}");
     }
+    // The module file was compiled once, by the shim, for all three.
+    let log = cri.containerd.log();
+    assert_eq!(log.matches("precompiled /probe.wasm").count(), 1, "{log}");
+    assert_eq!(log.matches("function (precompiled)").count(), 3, "{log}");
     // A restart, as kubelet makes one: the same name, the next attempt.
     let (code, log) = run_to_exit(&cri, &pod, probe("first", 1, &["exit", "3"]));
     assert_eq!(code, 3, "{log:#?}\n{}", cri.containerd.log());

@@ -43,6 +43,14 @@ pub trait Shim: Sync + 'static {
             "application/wasm",
         ]
     }
+
+    /// WasmEngine patch: the module of a container whose image has no Wasm layers (a classic
+    /// image whose entry point is a file), as a layer in the form the sandbox runs, given the
+    /// container's bundle (its rootfs is mounted). Runs in the shim process, blocking, before
+    /// the container is created. `None` (the default): the sandbox reads the file itself.
+    fn file_module(_bundle: &std::path::Path) -> Option<WasmLayer> {
+        None
+    }
 }
 
 #[trait_variant::make(Send)]

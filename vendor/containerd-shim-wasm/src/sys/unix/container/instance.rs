@@ -82,6 +82,18 @@ impl<S: Shim> SandboxInstance for Instance<S> {
                 log::warn!("Error obtaining wasm layers for container {id}.  Will attempt to use files inside container image. Error: {e}");
                 vec![]
             });
+        // WasmEngine patch: a classic image's module, in the shim's own form, if it has one.
+        let modules = if modules.is_empty() {
+            let bundle = cfg.bundle.clone();
+            tokio::task::spawn_blocking(move || S::file_module(&bundle))
+                .await
+                .ok()
+                .flatten()
+                .into_iter()
+                .collect()
+        } else {
+            modules
+        };
 
         let container = Container::build(
             |(id, cfg, modules)| {
