@@ -171,8 +171,8 @@ fn three_kinds_both_layouts_list_query_delete() {
     // The name is free again.
     deploy(&e, "gcd", &gcd, false);
     assert_eq!(result(&e, "gcd", json!([9, 6])), "3");
-    // A function's module cache is its own and goes with it: the new gcd compiles again
-    // rather than load what the deleted function's container wrote.
+    // Both containers ran the module's precompiled form from the shim's own cache, which the
+    // shim compiled once from the module file: no function container wrote code it loads.
     let log = c.log();
     let loads: Vec<&str> = log
         .lines()
@@ -180,9 +180,10 @@ fn three_kinds_both_layouts_list_query_delete() {
         .collect();
     assert_eq!(loads.len(), 2, "{loads:#?}");
     assert!(
-        loads.iter().all(|l| l.contains("compiled now")),
+        loads.iter().all(|l| l.contains("(precompiled)")),
         "{loads:#?}"
     );
+    assert_eq!(log.matches("precompiled /gcd.wasm").count(), 1, "{log}");
 }
 
 #[test]
@@ -649,13 +650,14 @@ fn functions_survive_engine_restart_and_dead_tasks_restart() {
     assert_eq!(result(&e, "gcd", json!([12, 18])), "6");
     let after = task_pid(&c, "gcd").expect("task restarted");
     assert_ne!(before, after);
-    // The restarted task loads what the first one compiled into the function's cache.
+    // The restarted task loads the precompiled module, compiled once by the shim.
     let log = c.log();
     let last = log
         .lines()
         .rfind(|l| l.contains("loaded gcd from"))
         .unwrap();
-    assert!(last.contains("from the module cache"), "{last}");
+    assert!(last.contains("(precompiled)"), "{last}");
+    assert_eq!(log.matches("precompiled /gcd.wasm").count(), 1, "{log}");
     assert!(e.log().contains("restarting it"), "{}", e.log());
 }
 
