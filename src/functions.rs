@@ -495,6 +495,13 @@ impl Functions {
                 "container {name} is not a function of this engine"
             )));
         }
+        // A restart or an idle stop of this function in progress ends first: both stop its
+        // task too, and a container cannot be deleted while its task is being torn down.
+        let handle = self.handles.lock().unwrap().get(name).cloned();
+        let _lifecycle = match &handle {
+            Some(h) => Some(h.restart.lock().await),
+            None => None,
+        };
         self.ctd.stop_task(name, STOP_GRACE).await?;
         self.ctd.delete_container(name).await?;
         self.ctd.remove_snapshot(&container.snapshot_key).await?;
