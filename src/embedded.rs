@@ -65,14 +65,20 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 /// reboot), named after the data directory so that two engines' containerds stay apart.
 pub fn state_dir(data_dir: &Path) -> PathBuf {
     let abs = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
-    let hash = abs
+    PathBuf::from("/run/wasmengine").join(format!("containerd-{:08x}", path_hash(&abs)))
+}
+
+/// FNV-1a of a path's bytes, cut to 32 bits: how names under `/run` are keyed by a directory
+/// (the private containerd's state here; the shim keys its runtime state the same way).
+pub fn path_hash(path: &Path) -> u32 {
+    let hash = path
         .as_os_str()
         .as_encoded_bytes()
         .iter()
         .fold(0xcbf29ce484222325u64, |h, b| {
             (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
         });
-    PathBuf::from("/run/wasmengine").join(format!("containerd-{:08x}", hash as u32))
+    hash as u32
 }
 
 impl Embedded {

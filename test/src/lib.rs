@@ -164,15 +164,9 @@ impl Containerd {
             .path()
             .join("state/io.containerd.runtime.v2.task")
             .join(&self.namespace);
-        let hash = bundles
-            .as_os_str()
-            .as_encoded_bytes()
-            .iter()
-            .fold(0xcbf29ce484222325u64, |h, b| {
-                (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
-            });
-        let dir = Path::new("/run/containerd/wasmengine")
-            .join(format!("{}-{:08x}", self.namespace, hash as u32));
+        let hash = wasm_engine::embedded::path_hash(&bundles);
+        let dir =
+            Path::new("/run/containerd/wasmengine").join(format!("{}-{hash:08x}", self.namespace));
         if dir.exists() {
             vec![dir]
         } else {
