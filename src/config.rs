@@ -93,6 +93,16 @@ pub struct ServeArgs {
     #[arg(long, env = "WASMENGINE_MAX_IMAGE_UNPACKED_BYTES", default_value_t = 512 << 20)]
     pub max_image_unpacked_bytes: u64,
 
+    /// Functions that share one group container (one shim, one process, one wasmtime
+    /// engine); 0 gives each function a container of its own. Fuel-limited functions always
+    /// get their own.
+    #[arg(long, env = "WASMENGINE_GROUP_SIZE", default_value_t = 0)]
+    pub group_size: usize,
+
+    /// Calls a group runs at once, all its functions together (its instance pool).
+    #[arg(long, env = "WASMENGINE_GROUP_CONCURRENCY", default_value_t = 32)]
+    pub group_concurrency: u32,
+
     /// Tasks created at once (deploys and restarts together); more wait their turn.
     #[arg(long, env = "WASMENGINE_PARALLEL_STARTS", default_value_t = 8)]
     pub parallel_starts: usize,

@@ -27,6 +27,7 @@ use crate::metrics::Metrics;
 use crate::reference::Reference;
 use crate::registry::Registries;
 
+mod groups;
 mod idle;
 mod invoke;
 mod lifecycle;
@@ -70,6 +71,10 @@ pub struct FunctionDefaults {
     pub idle_timeout: Duration,
     /// Tasks created at once, by deploys and restarts together.
     pub parallel_starts: usize,
+    /// Functions per group container (0: a container per function).
+    pub group_size: usize,
+    /// Calls a group runs at once, all its functions together.
+    pub group_concurrency: u32,
 }
 
 pub struct Functions {
@@ -88,6 +93,7 @@ pub struct Functions {
     task_starts: tokio::sync::Semaphore,
     /// When each function was last called (or deployed, or first seen by this engine).
     activity: Mutex<HashMap<String, Instant>>,
+    groups: groups::Groups,
 }
 
 /// What invoke needs of a deployed function, cached after the first look-up.
@@ -98,6 +104,8 @@ struct Handle {
     /// The function's own timeout: the longest a call waits for one of its slots.
     timeout: Duration,
     restart: tokio::sync::Mutex<()>,
+    /// The group that serves the function, if it is grouped.
+    group: Option<String>,
 }
 
 /// A deployed function, as containerd describes it.
@@ -224,6 +232,7 @@ impl Functions {
             task_starts: tokio::sync::Semaphore::new(defaults.parallel_starts.max(1)),
             defaults,
             activity: Mutex::new(HashMap::new()),
+            groups: groups::Groups::default(),
         }
     }
 
@@ -312,6 +321,13 @@ impl Functions {
         stages.mark("image");
         let image = image::resolve(&self.ctd, &target, self.defaults.image_caps).await?;
         stages.mark("check");
+        if self.grouped(req) {
+            self.deploy_grouped(req, &image_name, &image, &mut stages)
+                .await?;
+            self.handles.lock().unwrap().remove(name);
+            tracing::debug!("deploy {name}: {stages}");
+            return Ok(());
+        }
         image::unpack(&self.ctd, &image, lease).await?;
         stages.mark("unpack");
 
@@ -502,12 +518,21 @@ impl Functions {
             Some(h) => Some(h.restart.lock().await),
             None => None,
         };
-        self.ctd.stop_task(name, STOP_GRACE).await?;
+        let group = container.labels.get(groups::LABEL_GROUP);
+        match group {
+            Some(group) => self.unload_from_group(name, group).await,
+            None => self.ctd.stop_task(name, STOP_GRACE).await?,
+        }
         self.ctd.delete_container(name).await?;
-        self.ctd.remove_snapshot(&container.snapshot_key).await?;
+        if !container.snapshot_key.is_empty() {
+            self.ctd.remove_snapshot(&container.snapshot_key).await?;
+        }
         let _ = std::fs::remove_dir_all(self.socket_dir(name));
         let _ = std::fs::remove_dir_all(self.function_cache_dir(name));
         self.handles.lock().unwrap().remove(name);
+        if let Some(group) = group {
+            self.leave_group(name, group).await;
+        }
         tracing::info!("deleted {name}");
         Ok(())
     }
@@ -539,7 +564,9 @@ impl Functions {
     ) -> ApiResult<FunctionInfo> {
         let label = |k: &str| c.labels.get(k).cloned().unwrap_or_default();
         let state = if with_state {
-            self.ctd.task_state(&c.id).await?
+            // A grouped function runs while its group does.
+            let task = c.labels.get(groups::LABEL_GROUP).unwrap_or(&c.id);
+            self.ctd.task_state(task).await?
         } else {
             TaskState::Other
         };

@@ -24,6 +24,18 @@ pub struct ResolvedImage {
     /// Layers to unpack (empty for a Wasm artifact: the shim reads its layer from content).
     pub layers: Vec<Descriptor>,
     pub diff_ids: Vec<String>,
+    /// The digest of a Wasm artifact's module layer.
+    pub wasm_layer: Option<String>,
+}
+
+/// Where an image's module is in containerd's content store: a Wasm layer (`path` empty), or
+/// the file `path` in a tar layer (gzipped or not). Kept in a grouped function's labels, so
+/// that the engine can load it into its group again without walking the image.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ModuleRef {
+    pub layer: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub path: String,
 }
 
 impl ResolvedImage {
@@ -111,6 +123,7 @@ pub async fn resolve(
             env,
             layers: Vec::new(),
             diff_ids: Vec::new(),
+            wasm_layer: Some(wasm_layers[0].digest.clone()),
         });
     }
 
@@ -156,7 +169,52 @@ pub async fn resolve(
         env,
         layers,
         diff_ids,
+        wasm_layer: None,
     })
+}
+
+/// Where `image`'s module is: its Wasm layer, or the top-most tar layer that holds the file
+/// its entrypoint names (what the final rootfs has there; `resolve` checked it is Wasm).
+pub async fn locate_module(ctd: &Containerd, image: &ResolvedImage) -> ApiResult<ModuleRef> {
+    if let Some(layer) = &image.wasm_layer {
+        return Ok(ModuleRef {
+            layer: layer.clone(),
+            path: String::new(),
+        });
+    }
+    let path = module_path(image);
+    for layer in image.layers.iter().rev() {
+        let blob = ctd.read_content(&layer.digest).await?;
+        if crate::layers::read_file(&blob, &path, 0)?.is_some() {
+            return Ok(ModuleRef {
+                layer: layer.digest.clone(),
+                path,
+            });
+        }
+    }
+    Err(ApiError::unprocessable(format!(
+        "image module {path} is in none of its layers"
+    )))
+}
+
+/// The module's bytes, at most `cap` of them.
+pub async fn read_module(ctd: &Containerd, module: &ModuleRef, cap: u64) -> ApiResult<Vec<u8>> {
+    let blob = ctd.read_content(&module.layer).await?;
+    if module.path.is_empty() {
+        return Ok(blob);
+    }
+    crate::layers::read_file(&blob, &module.path, cap)?.ok_or_else(|| {
+        ApiError::unprocessable(format!(
+            "module {} is missing from layer {}",
+            module.path, module.layer
+        ))
+    })
+}
+
+/// A classic image's module path: the entrypoint's file, without a `#export`.
+fn module_path(image: &ResolvedImage) -> String {
+    let first = image.args.first().map(String::as_str).unwrap_or_default();
+    crate::layers::normalise(first.split('#').next().unwrap_or_default())
 }
 
 /// The module a classic image runs: the entrypoint's file (`/m.wasm#export` names `/m.wasm`),

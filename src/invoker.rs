@@ -10,14 +10,14 @@
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
-use wasmengine_api::invoke::{PATH_INVOKE, PATH_READY};
+use wasmengine_api::invoke::{ErrorCode, InvokeError, PATH_INVOKE, PATH_READY};
 
 /// Idle connections kept per function (more callers than this open short-lived ones).
 const MAX_IDLE: usize = 128;
@@ -25,9 +25,31 @@ const MAX_HEAD: usize = 16 << 10;
 /// Room in an answer beyond the result cap: an error's JSON, a command's stderr tail.
 pub const ANSWER_MARGIN: usize = 64 << 10;
 
-pub struct Invoker {
+/// Kept-alive connections to one socket, shared by every function served behind it (one
+/// function's, or a group's).
+pub struct Pool {
     socket: PathBuf,
     idle: Mutex<Vec<BufReader<UnixStream>>>,
+}
+
+impl Pool {
+    pub fn new(socket: &Path) -> Arc<Pool> {
+        Arc::new(Pool {
+            socket: socket.to_path_buf(),
+            idle: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Drops the idle connections (after the task behind them was replaced).
+    pub fn reset(&self) {
+        self.idle.lock().unwrap().clear();
+    }
+}
+
+pub struct Invoker {
+    pool: Arc<Pool>,
+    /// Where calls go: `/invoke`, or `/invoke/NAME` in a group.
+    path: String,
     /// Largest answer body accepted.
     max_body: usize,
     /// One permit per call the function runs at once: no more requests are in flight to it
@@ -47,6 +69,8 @@ const WAITING_PER_SLOT: usize = 8;
 pub enum CallFailure {
     /// Nothing listens on the socket (the task is not running, or not ready yet).
     NotListening(io::Error),
+    /// The group behind the socket does not hold the function: nothing ran.
+    NotLoaded,
     /// Every slot is taken and the queue for them is full: the call was not sent.
     Busy { running: usize, waiting: usize },
     /// No slot came free within the call's own timeout: the call was not sent.
@@ -59,6 +83,7 @@ impl std::fmt::Display for CallFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             CallFailure::NotListening(e) => write!(f, "function socket not answering: {e}"),
+            CallFailure::NotLoaded => write!(f, "function not loaded in its group"),
             CallFailure::Broken(e) => write!(f, "function connection failed: {e}"),
             CallFailure::NoSlot(t) => write!(f, "no free slot within the call's timeout ({t:?})"),
             CallFailure::Busy { running, waiting } => write!(
@@ -73,10 +98,15 @@ impl Invoker {
     /// An invoker for the function at `socket` whose results are at most `max_output`
     /// bytes, and which runs `concurrency` calls at once.
     pub fn new(socket: &Path, max_output: usize, concurrency: usize) -> Invoker {
+        Invoker::in_pool(Pool::new(socket), PATH_INVOKE, max_output, concurrency)
+    }
+
+    /// An invoker whose calls go to `path` over the connections of `pool`.
+    pub fn in_pool(pool: Arc<Pool>, path: &str, max_output: usize, concurrency: usize) -> Invoker {
         let concurrency = concurrency.max(1);
         Invoker {
-            socket: socket.to_path_buf(),
-            idle: Mutex::new(Vec::new()),
+            pool,
+            path: path.to_string(),
             max_body: max_output.saturating_add(ANSWER_MARGIN),
             slots: Semaphore::new(concurrency),
             waiting: AtomicUsize::new(0),
@@ -95,12 +125,12 @@ impl Invoker {
     }
 
     pub fn socket(&self) -> &Path {
-        &self.socket
+        &self.pool.socket
     }
 
     /// Drops the idle connections (after the task behind them was replaced).
     pub fn reset(&self) {
-        self.idle.lock().unwrap().clear();
+        self.pool.reset();
     }
 
     /// `POST /invoke` with `args`: the status and body of the answer. Waits at most
@@ -134,12 +164,26 @@ impl Invoker {
                 }
             }
         };
-        self.request("POST", PATH_INVOKE, args).await
+        let (status, body) = self.request("POST", &self.path, args).await?;
+        if status == 404 && is_not_loaded(&body) {
+            return Err(CallFailure::NotLoaded);
+        }
+        Ok((status, body))
+    }
+
+    /// One request outside the call slots (a group's load or unload).
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> Result<(u16, Vec<u8>), CallFailure> {
+        self.request(method, path, body).await
     }
 
     /// Whether the function answers `GET /ready` (on a fresh connection).
     pub async fn ready(&self) -> bool {
-        match UnixStream::connect(&self.socket).await {
+        match UnixStream::connect(&self.pool.socket).await {
             Ok(s) => {
                 let mut conn = BufReader::new(s);
                 matches!(
@@ -164,7 +208,7 @@ impl Invoker {
         let mut conn = match self.take_idle() {
             Some(conn) => conn,
             None => BufReader::new(
-                UnixStream::connect(&self.socket)
+                UnixStream::connect(&self.pool.socket)
                     .await
                     .map_err(CallFailure::NotListening)?,
             ),
@@ -183,7 +227,7 @@ impl Invoker {
     /// a kept-alive connection, so one with anything to read (its end, or stray bytes) is
     /// stale and dropped.
     fn take_idle(&self) -> Option<BufReader<UnixStream>> {
-        let mut idle = self.idle.lock().unwrap();
+        let mut idle = self.pool.idle.lock().unwrap();
         while let Some(conn) = idle.pop() {
             let mut probe = [0u8; 1];
             match conn.get_ref().try_read(&mut probe) {
@@ -197,11 +241,15 @@ impl Invoker {
     }
 
     fn put_back(&self, conn: BufReader<UnixStream>) {
-        let mut idle = self.idle.lock().unwrap();
+        let mut idle = self.pool.idle.lock().unwrap();
         if idle.len() < MAX_IDLE {
             idle.push(conn);
         }
     }
+}
+
+fn is_not_loaded(body: &[u8]) -> bool {
+    serde_json::from_slice::<InvokeError>(body).is_ok_and(|e| e.code == ErrorCode::NotLoaded)
 }
 
 /// One request/response on `conn`: status, body, and whether the connection stays open.

@@ -172,8 +172,46 @@ impl Tree {
     }
 }
 
+/// The bytes of the regular file at `path` in one layer (a tar, gzipped or not), at most
+/// `cap` of them (0: only whether it is there, with no bytes); `None` if the layer has no
+/// regular file there.
+pub fn read_file(blob: &[u8], path: &str, cap: u64) -> ApiResult<Option<Vec<u8>>> {
+    let reader: Box<dyn Read + '_> = if blob.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::read::GzDecoder::new(blob))
+    } else {
+        Box::new(blob)
+    };
+    let bad = |e: std::io::Error| ApiError::unprocessable(format!("image layer is not a tar: {e}"));
+    let mut archive = tar::Archive::new(reader);
+    let mut found = None;
+    for entry in archive.entries().map_err(bad)? {
+        let mut entry = entry.map_err(bad)?;
+        let at = entry
+            .path()
+            .map(|p| normalise(&p.to_string_lossy()))
+            .map_err(bad)?;
+        if at != path || !entry.header().entry_type().is_file() {
+            continue;
+        }
+        if entry.size() > cap {
+            if cap == 0 {
+                found = Some(Vec::new());
+                continue;
+            }
+            return Err(ApiError::unprocessable(format!(
+                "module {path} is larger than {cap} bytes"
+            )));
+        }
+        let mut bytes = Vec::with_capacity(entry.size() as usize);
+        entry.read_to_end(&mut bytes).map_err(bad)?;
+        // A later entry of the same path in one layer replaces an earlier one.
+        found = Some(bytes);
+    }
+    Ok(found)
+}
+
 /// `./a//b/` → `/a/b`.
-fn normalise(path: &str) -> String {
+pub fn normalise(path: &str) -> String {
     let parts: Vec<&str> = path
         .split('/')
         .filter(|p| !p.is_empty() && *p != ".")

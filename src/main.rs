@@ -62,6 +62,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             concurrency: args.function_concurrency,
             idle_timeout: std::time::Duration::from_secs(args.idle_timeout_secs),
             parallel_starts: args.parallel_starts,
+            group_size: args.group_size,
+            group_concurrency: args.group_concurrency.max(1),
             image_caps: SizeCaps {
                 compressed: args.max_image_bytes,
                 unpacked: args.max_image_unpacked_bytes,

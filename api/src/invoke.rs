@@ -29,6 +29,8 @@ pub enum ErrorCode {
     Interrupted,
     /// No instance could be made (pool exhausted, module needs more than allowed).
     Instantiate,
+    /// A group does not hold the function (not loaded yet, or unloaded): nothing ran.
+    NotLoaded,
 }
 
 impl ErrorCode {
@@ -42,6 +44,7 @@ impl ErrorCode {
             ErrorCode::BadArgs => 400,
             ErrorCode::Timeout => 504,
             ErrorCode::Interrupted | ErrorCode::Instantiate => 503,
+            ErrorCode::NotLoaded => 404,
             ErrorCode::MemoryLimit
             | ErrorCode::FuelExhausted
             | ErrorCode::OutputTooLarge

@@ -6,10 +6,12 @@
 //!   it travels to the shim: as environment variables of the container's process, because
 //!   containerd-shim-wasm hands the shim the process env and nothing else of the spec.
 //! - [`invoke`]: the engine↔shim invocation protocol spoken on each function's unix socket.
+//! - [`group`]: the same protocol for a group container, which serves many functions.
 //! - [`image`]: OCI images for a `.wasm` file, in the classic layout (one tar layer) and as a
 //!   Wasm OCI artifact, with OCI or Docker schema-2 media types, written as an OCI layout.
 
 pub mod function;
+pub mod group;
 pub mod image;
 pub mod invoke;
 pub mod rest;

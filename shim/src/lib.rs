@@ -13,10 +13,13 @@
 //!   one `.wasm` at the rootfs root);
 //! - [`precompile`]: a classic image's module file, compiled once per node into a cache only
 //!   the shim writes;
+//! - [`group`]: group mode, one container and one engine serving many functions that the
+//!   engine loads into it;
 //! - [`server`]: the function server spoken to over a unix socket
 //!   (`wasmengine_api::invoke`);
 //! - [`settings`]: engine configuration and limits from the container's environment.
 
+pub mod group;
 pub mod precompile;
 pub mod sandbox;
 pub mod server;

@@ -22,6 +22,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::oneshot;
 use wasmengine_api::function::ERROR_FILE_NAME;
 use wasmengine_api::function::{FunctionConfig, FunctionLimits};
+use wasmengine_api::group::GroupConfig;
 use wasmengine_core::{CallError, Function, FunctionSpec, InterruptHandle, Runtime};
 
 use crate::server;
@@ -39,6 +40,10 @@ pub struct WasmEngineSandbox;
 
 impl Sandbox for WasmEngineSandbox {
     async fn can_handle(&self, ctx: &impl RuntimeContext) -> anyhow::Result<()> {
+        // A group container has no module of its own: the engine loads them over its socket.
+        if GroupConfig::from_env(ctx.envs())?.is_some() {
+            return Ok(());
+        }
         source::check(&ctx.entrypoint(), ctx.args(), Path::new("/"))
     }
 
@@ -47,6 +52,7 @@ impl Sandbox for WasmEngineSandbox {
     /// (a native entry runs as a Linux container, as a pod's sandbox container needs).
     fn allows_native(&self, ctx: &impl RuntimeContext) -> bool {
         matches!(FunctionConfig::from_env(ctx.envs()), Ok(None))
+            && matches!(GroupConfig::from_env(ctx.envs()), Ok(None))
     }
 
     async fn run_wasi(&self, ctx: &impl RuntimeContext) -> anyhow::Result<i32> {
@@ -54,8 +60,13 @@ impl Sandbox for WasmEngineSandbox {
         let mut sigterm = signal(SignalKind::terminate())?;
         let mut sigint = signal(SignalKind::interrupt())?;
         let entry = ctx.entrypoint();
+        let group = GroupConfig::from_env(ctx.envs()).ok().flatten();
         let job = Job {
-            module: source::locate(&entry, ctx.args(), Path::new("/")),
+            module: match group {
+                Some(_) => Err(anyhow::anyhow!("a group container has no module of its own")),
+                None => source::locate(&entry, ctx.args(), Path::new("/")),
+            },
+            group,
             name: entry.name.clone().unwrap_or_else(|| "module".into()),
             func: entry.func.clone(),
             env: ctx.envs().to_vec(),
@@ -100,6 +111,7 @@ impl Sandbox for WasmEngineSandbox {
 /// What the module's thread does.
 struct Job {
     module: anyhow::Result<Module>,
+    group: Option<GroupConfig>,
     name: String,
     func: String,
     env: Vec<String>,
@@ -108,6 +120,9 @@ struct Job {
 impl Job {
     fn run(self, handle_tx: oneshot::Sender<InterruptHandle>) -> i32 {
         own_proc_entries();
+        if let Some(group) = &self.group {
+            return crate::group::serve(group, handle_tx);
+        }
         let config = FunctionConfig::from_env(&self.env);
         let module = match self.module {
             Ok(m) => m,
@@ -294,7 +309,11 @@ fn serve(
             return cannot_load(format_args!("{e:#}"));
         }
     };
-    match server::serve(Arc::new(function), listener, concurrency as usize) {
+    match server::serve(
+        Arc::new(server::Single(function)),
+        listener,
+        concurrency as usize,
+    ) {
         Ok(()) => 0,
         Err(e) => {
             log::error!("function server failed: {e:#}");

@@ -20,7 +20,7 @@ use wasmengine_core::{CallError, Function};
 
 /// Largest request head and body the server reads.
 const MAX_HEAD: usize = 16 << 10;
-const MAX_BODY: usize = 64 << 20;
+pub const MAX_BODY: usize = 64 << 20;
 
 /// Where a function server accepts connections.
 pub enum Listener {
@@ -77,16 +77,45 @@ impl Listener {
     }
 }
 
+/// What a server answers: one function, or a group of them (see `crate::group`).
+pub trait Service: Send + Sync + 'static {
+    /// For the log.
+    fn describe(&self) -> String;
+    /// The answer to one request: status, content type, body.
+    fn respond(&self, req: &Request, slots: &Slots) -> (u16, &'static str, Vec<u8>);
+    /// Largest request body read.
+    fn max_body(&self) -> usize {
+        MAX_BODY
+    }
+}
+
+/// One function's server: `POST /invoke` calls it.
+pub struct Single(pub Function);
+
+impl Service for Single {
+    fn describe(&self) -> String {
+        format!("function {} ({})", self.0.name(), self.0.kind())
+    }
+
+    fn respond(&self, req: &Request, slots: &Slots) -> (u16, &'static str, Vec<u8>) {
+        match (req.method.as_str(), req.path.as_str()) {
+            ("GET", PATH_READY) => (200, "text/plain", b"ready".to_vec()),
+            ("POST", PATH_INVOKE) => call(&self.0, &req.body, slots),
+            (_, PATH_READY | PATH_INVOKE) => (405, "text/plain", b"method not allowed".to_vec()),
+            _ => (404, "text/plain", b"not found".to_vec()),
+        }
+    }
+}
+
 /// Serves on `listener` until the process ends.
 pub fn serve(
-    function: Arc<Function>,
+    service: Arc<dyn Service>,
     listener: Listener,
     concurrency: usize,
 ) -> anyhow::Result<()> {
     log::info!(
-        "serving function {} ({}) on {} with {concurrency} concurrent calls",
-        function.name(),
-        function.kind(),
+        "serving {} on {} with {concurrency} concurrent calls",
+        service.describe(),
         listener.describe()
     );
     let slots = Arc::new(Slots::new(concurrency.max(1)));
@@ -98,11 +127,11 @@ pub fn serve(
                 continue;
             }
         };
-        let (function, slots) = (function.clone(), slots.clone());
+        let (service, slots) = (service.clone(), slots.clone());
         std::thread::Builder::new()
             .name("fn-conn".into())
             .spawn(move || {
-                if let Err(e) = handle(reader, writer, &function, &slots) {
+                if let Err(e) = handle(reader, writer, &*service, &slots) {
                     log::debug!("connection closed: {e:#}");
                 }
             })
@@ -111,7 +140,7 @@ pub fn serve(
 }
 
 /// A counting semaphore: the bound on calls running at once.
-struct Slots {
+pub struct Slots {
     free: Mutex<usize>,
     freed: Condvar,
 }
@@ -155,10 +184,10 @@ impl Slots {
 }
 
 #[derive(Debug, PartialEq)]
-struct Request {
-    method: String,
-    path: String,
-    body: Vec<u8>,
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    pub body: Vec<u8>,
     close: bool,
 }
 
@@ -166,12 +195,12 @@ struct Request {
 fn handle(
     reader: impl Read,
     mut writer: impl Write,
-    function: &Function,
+    service: &dyn Service,
     slots: &Slots,
 ) -> anyhow::Result<()> {
     let mut reader = BufReader::new(reader);
-    while let Some(req) = read_request(&mut reader)? {
-        let (status, content_type, body) = respond(&req, function, slots);
+    while let Some(req) = read_request(&mut reader, service.max_body())? {
+        let (status, content_type, body) = service.respond(&req, slots);
         let head =
             format!(
             "HTTP/1.1 {status} {}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n{}\r\n",
@@ -190,50 +219,46 @@ fn handle(
     Ok(())
 }
 
-fn respond(req: &Request, function: &Function, slots: &Slots) -> (u16, &'static str, Vec<u8>) {
-    match (req.method.as_str(), req.path.as_str()) {
-        ("GET", PATH_READY) => (200, "text/plain", b"ready".to_vec()),
-        ("POST", PATH_INVOKE) => {
-            let args = if req.body.iter().all(u8::is_ascii_whitespace) {
-                Ok(serde_json::Value::Null)
-            } else {
-                serde_json::from_slice(&req.body)
-            };
-            let result = match args {
-                // The call's timeout counts from its arrival: a call still waiting for a
-                // slot when it runs out answers its timeout without running.
-                Ok(args) => {
-                    let timeout = function.limits().timeout;
-                    slots
-                        .run(timeout, || function.call(&args))
-                        .unwrap_or(Err(CallError::Timeout(timeout)))
-                }
-                Err(e) => Err(CallError::BadArgs(format!("args are not JSON: {e}"))),
-            };
-            match result {
-                Ok(text) => (200, "text/plain; charset=utf-8", text.into_bytes()),
-                Err(e) => {
-                    let code = ErrorCode::from_code(e.code()).unwrap_or(ErrorCode::Trap);
-                    log::info!("{}: {}", function.name(), e);
-                    let body = InvokeError {
-                        code,
-                        message: e.to_string(),
-                    };
-                    (
-                        code.http_status(),
-                        "application/json",
-                        serde_json::to_vec(&body).unwrap(),
-                    )
-                }
-            }
+/// Calls `function` with the JSON args in `body`, in a free slot.
+pub fn call(function: &Function, body: &[u8], slots: &Slots) -> (u16, &'static str, Vec<u8>) {
+    let args = if body.iter().all(u8::is_ascii_whitespace) {
+        Ok(serde_json::Value::Null)
+    } else {
+        serde_json::from_slice(body)
+    };
+    let result = match args {
+        // The call's timeout counts from its arrival: a call still waiting for a slot when
+        // it runs out answers its timeout without running.
+        Ok(args) => {
+            let timeout = function.limits().timeout;
+            slots
+                .run(timeout, || function.call(&args))
+                .unwrap_or(Err(CallError::Timeout(timeout)))
         }
-        (_, PATH_READY | PATH_INVOKE) => (405, "text/plain", b"method not allowed".to_vec()),
-        _ => (404, "text/plain", b"not found".to_vec()),
+        Err(e) => Err(CallError::BadArgs(format!("args are not JSON: {e}"))),
+    };
+    match result {
+        Ok(text) => (200, "text/plain; charset=utf-8", text.into_bytes()),
+        Err(e) => {
+            let code = ErrorCode::from_code(e.code()).unwrap_or(ErrorCode::Trap);
+            log::info!("{}: {}", function.name(), e);
+            error(code, e.to_string())
+        }
     }
 }
 
+/// An error answer: the code's status, an [`InvokeError`] body.
+pub fn error(code: ErrorCode, message: String) -> (u16, &'static str, Vec<u8>) {
+    let body = InvokeError { code, message };
+    (
+        code.http_status(),
+        "application/json",
+        serde_json::to_vec(&body).expect("serialises"),
+    )
+}
+
 /// Reads one request; `None` when the peer closed the connection between requests.
-fn read_request(reader: &mut impl BufRead) -> anyhow::Result<Option<Request>> {
+fn read_request(reader: &mut impl BufRead, max_body: usize) -> anyhow::Result<Option<Request>> {
     let mut head = Vec::new();
     loop {
         let n = reader.read_until(b'\n', &mut head)?;
@@ -262,8 +287,8 @@ fn read_request(reader: &mut impl BufRead) -> anyhow::Result<Option<Request>> {
             close = h.value.eq_ignore_ascii_case(b"close");
         }
     }
-    if length > MAX_BODY {
-        anyhow::bail!("request body over {MAX_BODY} bytes");
+    if length > max_body {
+        anyhow::bail!("request body over {max_body} bytes");
     }
     // Read as it comes, not into a buffer of the size the peer claims.
     let mut body = Vec::new();
@@ -301,7 +326,7 @@ mod framing_props {
         let mut reader = std::io::BufReader::new(bytes);
         let mut got = Vec::new();
         loop {
-            match read_request(&mut reader) {
+            match read_request(&mut reader, MAX_BODY) {
                 Ok(Some(r)) => got.push(r),
                 Ok(None) => return (got, None),
                 Err(e) => return (got, Some(format!("{e:#}"))),

@@ -95,6 +95,14 @@ impl Functions {
         if last.is_some_and(|l| l.elapsed() < period) {
             return Ok(());
         }
+        if let Some(group) = &handle.group {
+            std::fs::write(self.marker(name), b"")
+                .map_err(|e| ApiError::internal(format!("mark {name} idle: {e}")))?;
+            self.unload_from_group(name, group).await;
+            self.metrics.scaled_to_zero(name);
+            tracing::info!("function {name}: no call for {period:?}, unloaded from {group}");
+            return Ok(());
+        }
         if self.ctd.task_state(name).await? != TaskState::Running {
             return Ok(());
         }

@@ -30,16 +30,24 @@ impl Functions {
             .map(PathBuf::from)
             .unwrap_or_else(|| self.socket_dir(name).join(SOCKET_NAME));
         let timeout = limits.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS);
-        let handle = Arc::new(Handle {
-            invoker: Invoker::new(
-                &socket,
-                limits
-                    .max_output_bytes
-                    .unwrap_or(DEFAULT_MAX_OUTPUT_BYTES)
-                    .try_into()
-                    .unwrap_or(usize::MAX),
+        let max_output = limits
+            .max_output_bytes
+            .unwrap_or(DEFAULT_MAX_OUTPUT_BYTES)
+            .try_into()
+            .unwrap_or(usize::MAX);
+        let group = container.labels.get(groups::LABEL_GROUP).cloned();
+        let invoker = match &group {
+            Some(g) => Invoker::in_pool(
+                self.group_pool(g),
+                &wasmengine_api::group::invoke_path(name),
+                max_output,
                 self.defaults.concurrency as usize,
             ),
+            None => Invoker::new(&socket, max_output, self.defaults.concurrency as usize),
+        };
+        let handle = Arc::new(Handle {
+            invoker,
+            group,
             call_timeout: Duration::from_millis(timeout) + Duration::from_secs(30),
             timeout: Duration::from_millis(timeout),
             restart: tokio::sync::Mutex::new(()),
@@ -165,6 +173,7 @@ fn function_error(name: &str, status: u16, body: &[u8]) -> (ApiError, String) {
                 ErrorCode::BadOutput => "returned unreadable output",
                 ErrorCode::Interrupted => "was interrupted",
                 ErrorCode::Instantiate => "could not be instantiated",
+                ErrorCode::NotLoaded => "is not loaded",
             };
             let kind = serde_json::to_value(e.code)
                 .ok()

@@ -57,10 +57,24 @@ impl Functions {
     /// Starts `name`'s task if it is not running; whether it did.
     async fn restore(&self, name: &str) -> ApiResult<bool> {
         // Stopped for being idle: its next call starts it.
-        if self.is_idle(name) || self.ctd.task_state(name).await? == TaskState::Running {
+        if self.is_idle(name) {
             return Ok(false);
         }
         let handle = self.handle(name).await?;
+        if let Some(group) = &handle.group {
+            // Its group's task, and the function loaded in it, so that its first call after
+            // a reboot does not wait for either.
+            let _guard = handle.restart.lock().await;
+            self.ensure_group(group).await?;
+            if self.group_holds(name, group).await {
+                return Ok(false);
+            }
+            self.load_into_group(name, group).await?;
+            return Ok(true);
+        }
+        if self.ctd.task_state(name).await? == TaskState::Running {
+            return Ok(false);
+        }
         let _guard = handle.restart.lock().await;
         if self.ctd.task_state(name).await? == TaskState::Running {
             return Ok(false);
@@ -79,6 +93,9 @@ impl Functions {
         failure: &CallFailure,
     ) -> ApiResult<()> {
         let _guard = handle.restart.lock().await;
+        if let Some(group) = &handle.group {
+            return self.revive_grouped(name, group, failure).await;
+        }
         handle.invoker.reset();
         if handle.invoker.ready().await {
             return Ok(()); // someone else restarted it meanwhile
@@ -97,6 +114,37 @@ impl Functions {
             state.as_str()
         );
         self.restart_task(name, "restart").await
+    }
+
+    /// After a failed call of a grouped function: its group started again if its task is
+    /// gone, the function loaded again if the group does not hold it.
+    async fn revive_grouped(
+        &self,
+        name: &str,
+        group: &str,
+        failure: &CallFailure,
+    ) -> ApiResult<()> {
+        let start = Instant::now();
+        let woke = self.is_idle(name);
+        if !matches!(failure, CallFailure::NotLoaded) {
+            tracing::warn!("function {name}: {failure}; making sure {group} runs");
+            self.ensure_group(group).await?;
+        }
+        if self.group_holds(name, group).await {
+            return Ok(()); // someone else loaded it meanwhile
+        }
+        self.load_into_group(name, group).await?;
+        self.clear_idle(name);
+        if woke {
+            self.metrics.woke(name, start.elapsed());
+        } else {
+            self.metrics.restarted(name, start.elapsed());
+        }
+        tracing::info!(
+            "function {name}: loaded into {group} again in {:?}",
+            start.elapsed()
+        );
+        Ok(())
     }
 
     /// Replaces `name`'s task with a new one and waits until it answers.

@@ -75,73 +75,122 @@ impl Functions {
         let env: Vec<String> = env.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
         let per_call = req.limits.memory_limit_mb.unwrap_or(DEFAULT_MEMORY_MB);
         let cgroup_memory = (per_call * u64::from(self.defaults.concurrency) + 128) * 1024 * 1024;
-        json!({
-            "ociVersion": "1.0.2",
-            "process": {
-                "terminal": false,
-                "user": {"uid": FUNCTION_UID, "gid": FUNCTION_UID},
-                "args": image.args,
-                "env": env,
-                "cwd": "/",
-                "capabilities": {
-                    "bounding": [], "effective": [], "permitted": [], "inheritable": [],
-                    "ambient": [],
-                },
-                "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 4096, "soft": 4096}],
-                "noNewPrivileges": true
-            },
-            "root": {"path": "rootfs", "readonly": true},
+        let cache = json!({"destination": CACHE_DIR_IN_CONTAINER, "type": "bind",
+            "source": self.function_cache_dir(&req.function_name).display().to_string(),
+            "options": ["rbind", "rw", "nosuid", "nodev"]});
+        container_spec(
+            &req.function_name,
+            &self.ctd.namespace,
+            json!(image.args),
+            env,
             // For people and tools reading the spec; the shim itself reads the env above.
-            "annotations": {
+            json!({
                 LABEL_FUNCTION: req.function_name,
                 LABEL_IMAGE: req.function_image,
                 LABEL_WASI: req.wasi_cap.to_string(),
                 LABEL_LIMITS: serde_json::to_string(&req.limits).unwrap_or_default(),
-            },
-            "hostname": req.function_name,
-            "mounts": [
-                {"destination": "/proc", "type": "proc", "source": "proc",
-                 "options": ["nosuid", "noexec", "nodev"]},
-                {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
-                 "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
-                {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
-                 "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
-                {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
-                 "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
-                {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
-                 "options": ["nosuid", "noexec", "nodev"]},
-                {"destination": "/sys", "type": "sysfs", "source": "sysfs",
-                 "options": ["nosuid", "noexec", "nodev", "ro"]},
-                {"destination": "/run", "type": "tmpfs", "source": "tmpfs",
-                 "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
-                {"destination": SOCKET_DIR_IN_CONTAINER, "type": "bind",
-                 "source": socket_dir.display().to_string(), "options": ["rbind", "rw"]},
-                {"destination": CACHE_DIR_IN_CONTAINER, "type": "bind",
-                 "source": self.function_cache_dir(&req.function_name).display().to_string(),
-                 "options": ["rbind", "rw", "nosuid", "nodev"]}
-            ],
-            "linux": {
-                "resources": {
-                    "devices": [{"allow": false, "access": "rwm"}],
-                    "memory": {"limit": cgroup_memory}
-                },
-                "cgroupsPath": format!("/{}/{}", self.ctd.namespace, req.function_name),
-                "seccomp": seccomp(),
-                "namespaces": [
-                    {"type": "pid"}, {"type": "ipc"}, {"type": "uts"},
-                    {"type": "mount"}, {"type": "network"}
-                ],
-                "maskedPaths": [
-                    "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys",
-                    "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
-                    "/proc/sched_debug", "/sys/firmware", "/proc/scsi"
-                ],
-                "readonlyPaths": [
-                    "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"
-                ]
-            }
-        })
+            }),
+            socket_dir,
+            Some(cache),
+            cgroup_memory,
+        )
     }
+
+    /// The OCI runtime spec of a group's container: no module, no rootfs content, the group's
+    /// socket directory; its cgroup bounds all its functions' calls together.
+    pub(super) fn group_spec(&self, group: &str, socket_dir: &Path) -> Value {
+        let concurrency = self.defaults.group_concurrency;
+        let config = wasmengine_api::group::GroupConfig {
+            socket: format!("{SOCKET_DIR_IN_CONTAINER}/{SOCKET_NAME}"),
+            concurrency: Some(concurrency),
+        };
+        let cgroup_memory = (DEFAULT_MEMORY_MB * u64::from(concurrency) + 256) * 1024 * 1024;
+        container_spec(
+            group,
+            &self.ctd.namespace,
+            // Not a path: the shim finds no module file to precompile for it.
+            json!(["wasmengine-group"]),
+            config.to_env(),
+            json!({ groups::LABEL_GROUP_SERVER: group }),
+            socket_dir,
+            None,
+            cgroup_memory,
+        )
+    }
+}
+
+/// What every container of the engine is: no root, no capabilities, seccomp, a read-only
+/// rootfs, and the one host directory it may write (`socket_dir`, plus `extra`).
+#[allow(clippy::too_many_arguments)]
+fn container_spec(
+    id: &str,
+    namespace: &str,
+    args: Value,
+    env: Vec<String>,
+    annotations: Value,
+    socket_dir: &Path,
+    extra: Option<Value>,
+    cgroup_memory: u64,
+) -> Value {
+    let mut mounts = vec![
+        json!({"destination": "/proc", "type": "proc", "source": "proc",
+         "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+         "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+         "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
+        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+         "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
+        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+         "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs",
+         "options": ["nosuid", "noexec", "nodev", "ro"]}),
+        json!({"destination": "/run", "type": "tmpfs", "source": "tmpfs",
+         "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+        json!({"destination": SOCKET_DIR_IN_CONTAINER, "type": "bind",
+         "source": socket_dir.display().to_string(), "options": ["rbind", "rw"]}),
+    ];
+    mounts.extend(extra);
+    json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": false,
+            "user": {"uid": FUNCTION_UID, "gid": FUNCTION_UID},
+            "args": args,
+            "env": env,
+            "cwd": "/",
+            "capabilities": {
+                "bounding": [], "effective": [], "permitted": [], "inheritable": [],
+                "ambient": [],
+            },
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 4096, "soft": 4096}],
+            "noNewPrivileges": true
+        },
+        "root": {"path": "rootfs", "readonly": true},
+        "annotations": annotations,
+        "hostname": id,
+        "mounts": mounts,
+        "linux": {
+            "resources": {
+                "devices": [{"allow": false, "access": "rwm"}],
+                "memory": {"limit": cgroup_memory}
+            },
+            "cgroupsPath": format!("/{namespace}/{id}"),
+            "seccomp": seccomp(),
+            "namespaces": [
+                {"type": "pid"}, {"type": "ipc"}, {"type": "uts"},
+                {"type": "mount"}, {"type": "network"}
+            ],
+            "maskedPaths": [
+                "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys",
+                "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
+                "/proc/sched_debug", "/sys/firmware", "/proc/scsi"
+            ],
+            "readonlyPaths": [
+                "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"
+            ]
+        }
+    })
 }
 
 /// The uid and gid a function's container runs as: not root, and owner of nothing but its
