@@ -564,9 +564,12 @@ impl Functions {
     ) -> ApiResult<FunctionInfo> {
         let label = |k: &str| c.labels.get(k).cloned().unwrap_or_default();
         let state = if with_state {
-            // A grouped function runs while its group does.
-            let task = c.labels.get(groups::LABEL_GROUP).unwrap_or(&c.id);
-            self.ctd.task_state(task).await?
+            // A grouped function runs while its group does and holds it.
+            match c.labels.get(groups::LABEL_GROUP) {
+                Some(_) if self.is_idle(&c.id) => TaskState::Other,
+                Some(group) => self.ctd.task_state(group).await?,
+                None => self.ctd.task_state(&c.id).await?,
+            }
         } else {
             TaskState::Other
         };

@@ -17,7 +17,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use wasmengine_api::function::FunctionConfig;
-use wasmengine_api::group::{decode_load, GroupConfig, MAX_LOAD_BYTES, PATH_FUNCTIONS, PATH_INVOKE};
+use wasmengine_api::group::{
+    decode_load, GroupConfig, MAX_LOAD_BYTES, PATH_FUNCTIONS, PATH_INVOKE,
+};
 use wasmengine_api::invoke::{ErrorCode, PATH_READY};
 use wasmengine_core::{Function, FunctionSpec, Runtime};
 

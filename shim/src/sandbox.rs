@@ -63,7 +63,9 @@ impl Sandbox for WasmEngineSandbox {
         let group = GroupConfig::from_env(ctx.envs()).ok().flatten();
         let job = Job {
             module: match group {
-                Some(_) => Err(anyhow::anyhow!("a group container has no module of its own")),
+                Some(_) => Err(anyhow::anyhow!(
+                    "a group container has no module of its own"
+                )),
                 None => source::locate(&entry, ctx.args(), Path::new("/")),
             },
             group,

@@ -165,15 +165,25 @@ impl Functions {
         let _ = std::fs::remove_file(dir.join(ERROR_FILE_NAME));
         let snapshot_key = format!("wasmengine-{group}");
         if self.ctd.container(group).await?.is_none() {
-            if !self.ctd.snapshot_exists(&snapshot_key).await? {
-                self.ctd.prepare_snapshot(&snapshot_key, "", None).await?;
+            // Under a lease until the container holds the snapshot: the garbage collector
+            // takes an unreferenced one at any time.
+            let lease = self.ctd.create_lease(LEASE_TTL).await?;
+            let created = async {
+                if !self.ctd.snapshot_exists(&snapshot_key).await? {
+                    self.ctd
+                        .prepare_snapshot(&snapshot_key, "", Some(&lease))
+                        .await?;
+                }
+                let mut labels = HashMap::new();
+                labels.insert(LABEL_GROUP_SERVER.to_string(), group.to_string());
+                let spec = self.group_spec(group, &dir);
+                self.ctd
+                    .create_container(group, "", labels, &spec, &snapshot_key)
+                    .await
             }
-            let mut labels = HashMap::new();
-            labels.insert(LABEL_GROUP_SERVER.to_string(), group.to_string());
-            let spec = self.group_spec(group, &dir);
-            self.ctd
-                .create_container(group, "", labels, &spec, &snapshot_key)
-                .await?;
+            .await;
+            self.ctd.delete_lease(&lease).await;
+            created?;
         } else {
             self.ctd.stop_task(group, STOP_GRACE).await?;
         }
@@ -188,7 +198,10 @@ impl Functions {
     /// Whether `group` holds `name` now.
     pub(super) async fn group_holds(&self, name: &str, group: &str) -> bool {
         let probe = Invoker::in_pool(self.group_pool(group), "", 64, 1);
-        matches!(probe.send("GET", &function_path(name), b"").await, Ok((200, _)))
+        matches!(
+            probe.send("GET", &function_path(name), b"").await,
+            Ok((200, _))
+        )
     }
 
     /// Loads `name` into `group`: its configuration from its container's spec, its module
@@ -215,7 +228,8 @@ impl Functions {
             .flatten()
             .filter_map(|e| e.as_str().map(str::to_string))
             .collect();
-        let wasm = image::read_module(&self.ctd, &module, self.defaults.image_caps.unpacked).await?;
+        let wasm =
+            image::read_module(&self.ctd, &module, self.defaults.image_caps.unpacked).await?;
         let probe = Invoker::in_pool(self.group_pool(group), "", 0, 1);
         match probe
             .send("PUT", &function_path(name), &encode_load(&env, &wasm))

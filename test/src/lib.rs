@@ -301,9 +301,15 @@ impl Containerd {
             // `pid (comm) state ppid …`; comm may hold spaces, the last ')' ends it.
             stat[stat.rfind(')')? + 2..].split(' ').nth(1)?.parse().ok()
         };
+        // A container's own process whose shim was killed has init as its parent too: it is
+        // no server (its name is youki's, not the shim's).
+        let is_shim = |pid: u32| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim() == "containerd-shim")
+        };
         pids.iter()
             .copied()
-            .filter(|p| parent(*p).is_some_and(|pp| !pids.contains(&pp)))
+            .filter(|p| parent(*p).is_some_and(|pp| !pids.contains(&pp)) && is_shim(*p))
             .collect()
     }
 
