@@ -189,8 +189,7 @@ impl Functions {
         }
         pool.reset();
         let mounts = self.ctd.snapshot_mounts(&snapshot_key).await?;
-        let mut stages = Stages::new();
-        self.start_task(group, mounts, &mut stages).await?;
+        let stages = self.start_new_task(group, mounts).await?;
         tracing::info!("{group} started in {:?}: {stages}", start.elapsed());
         Ok(())
     }
@@ -255,6 +254,32 @@ impl Functions {
     pub(super) async fn unload_from_group(&self, name: &str, group: &str) {
         let probe = Invoker::in_pool(self.group_pool(group), "", 64, 1);
         let _ = probe.send("DELETE", &function_path(name), b"").await;
+    }
+
+    /// Stops `group`'s task when every function in it is idle (unloaded): an idle group
+    /// costs no process. The next call of any of them starts it again.
+    pub(super) async fn stop_group_if_idle(&self, group: &str) -> ApiResult<()> {
+        let all_idle =
+            |names: &BTreeSet<String>| !names.is_empty() && names.iter().all(|n| self.is_idle(n));
+        let names = self
+            .members()
+            .await?
+            .get(group)
+            .cloned()
+            .unwrap_or_default();
+        if !all_idle(&names) {
+            return Ok(());
+        }
+        let lock = self.group_lock(group);
+        let _lifecycle = lock.lock().await;
+        // A call that woke one of them meanwhile cleared its marker before loading it.
+        if !all_idle(&names) || self.ctd.task_state(group).await? != TaskState::Running {
+            return Ok(());
+        }
+        self.ctd.stop_task(group, STOP_GRACE).await?;
+        self.group_pool(group).reset();
+        tracing::info!("{group}: every function in it is idle, task stopped");
+        Ok(())
     }
 
     /// Deploy of a grouped function, once its image is resolved: its container, its group,

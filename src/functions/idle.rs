@@ -101,7 +101,9 @@ impl Functions {
             self.unload_from_group(name, group).await;
             self.metrics.scaled_to_zero(name);
             tracing::info!("function {name}: no call for {period:?}, unloaded from {group}");
-            return Ok(());
+            drop(_slots);
+            drop(_guard);
+            return self.stop_group_if_idle(group).await;
         }
         if self.ctd.task_state(name).await? != TaskState::Running {
             return Ok(());

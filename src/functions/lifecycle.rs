@@ -126,6 +126,10 @@ impl Functions {
     ) -> ApiResult<()> {
         let start = Instant::now();
         let woke = self.is_idle(name);
+        // Not idle from here: its group is not stopped for being idle while it comes back.
+        if woke {
+            self.clear_idle(name);
+        }
         if !matches!(failure, CallFailure::NotLoaded) {
             tracing::warn!("function {name}: {failure}; making sure {group} runs");
             self.ensure_group(group).await?;
@@ -134,7 +138,6 @@ impl Functions {
             return Ok(()); // someone else loaded it meanwhile
         }
         self.load_into_group(name, group).await?;
-        self.clear_idle(name);
         if woke {
             self.metrics.woke(name, start.elapsed());
         } else {
@@ -161,19 +164,7 @@ impl Functions {
             function_owned_dir(d)?;
         }
         let mounts = self.ctd.snapshot_mounts(&container.snapshot_key).await?;
-        let mut stages = Stages::new();
-        if let Err(e) = self.start_task(name, mounts.clone(), &mut stages).await {
-            // A task an engine killed mid-stop left behind (containerd was still deleting
-            // it): delete it for good and try once more.
-            if e.status != 409 {
-                return Err(e);
-            }
-            tracing::info!("function {name}: {e}; removing the old task and starting again");
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-            self.ctd.stop_task(name, STOP_GRACE).await?;
-            stages = Stages::new();
-            self.start_task(name, mounts, &mut stages).await?;
-        }
+        let stages = self.start_new_task(name, mounts).await?;
         tracing::debug!("{name}: {why}: {stages}");
         if woke {
             self.metrics.woke(name, start.elapsed());
@@ -182,6 +173,31 @@ impl Functions {
         }
         tracing::info!("function {name}: {why} took {:?}", start.elapsed());
         Ok(())
+    }
+}
+
+impl Functions {
+    /// Starts a task for container `id` whose old task was stopped, and waits until it
+    /// answers. A task that containerd is still tearing down (an engine killed mid-stop, a
+    /// dead shim being cleaned up) makes the create fail with 409: it is deleted for good and
+    /// the start tried once more.
+    pub(super) async fn start_new_task(
+        &self,
+        id: &str,
+        mounts: Vec<containerd_client::types::Mount>,
+    ) -> ApiResult<Stages> {
+        let mut stages = Stages::new();
+        if let Err(e) = self.start_task(id, mounts.clone(), &mut stages).await {
+            if e.status != 409 {
+                return Err(e);
+            }
+            tracing::info!("{id}: {e}; removing the old task and starting again");
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            self.ctd.stop_task(id, STOP_GRACE).await?;
+            stages = Stages::new();
+            self.start_task(id, mounts, &mut stages).await?;
+        }
+        Ok(stages)
     }
 }
 

@@ -256,3 +256,38 @@ fn idle_grouped_functions_are_unloaded_and_wake_on_their_next_call() {
         .shim_servers()
         .is_empty()));
 }
+
+#[test]
+fn a_group_whose_functions_are_all_idle_stops_and_starts_on_the_next_call() {
+    let c = Containerd::start().expect("containerd");
+    let e = Engine::start(&c, &["--group-size", "8", "--idle-timeout-secs", "1"]).expect("engine");
+    let gcd_img = "localhost/gcd:groups-all-idle";
+    c.import_wasm(&app("gcd"), &ImageSpec::classic("gcd.wasm"), gcd_img)
+        .unwrap();
+    for name in ["a", "b"] {
+        e.deploy(
+            json!({"function_name": name, "function_image": gcd_img, "wasi_cap": false,
+                        "export": "gcd"}),
+        );
+        assert_eq!(gcd(&e, name), (200, "6".into()));
+    }
+    assert!(
+        eventually(Duration::from_secs(10), || c.shim_servers().is_empty()
+            && c.task_processes().is_empty()),
+        "{}",
+        e.log()
+    );
+    assert_eq!(status(&e, "a"), "idle");
+    assert_eq!(gcd(&e, "b"), (200, "6".into()), "{}", e.log());
+    assert_eq!(status(&e, "b"), "running");
+    assert_eq!(status(&e, "a"), "idle");
+    assert_eq!(gcd(&e, "a"), (200, "6".into()));
+    assert_eq!(c.shim_servers().len(), 1);
+    for name in ["a", "b"] {
+        let (code, body) = e.post("/function/delete", &json!({"function_name": name}));
+        assert_eq!(code, 200, "{body}");
+    }
+    assert!(eventually(Duration::from_secs(10), || c
+        .shim_servers()
+        .is_empty()));
+}
