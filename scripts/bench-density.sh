@@ -4,12 +4,14 @@
 # invoked once; then processes and PSS per running function, the engine's RSS, invoke p50 of
 # a random function against one function (wrk, one connection), and, after the engine is
 # started again with a 2 s idle period, PSS per idle function and the cold start of an idle
-# one. Cleans up after itself.
+# one. Functions share group containers GROUP_SIZE at a time (default 50; 0: a container
+# each). Cleans up after itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N="${N:-1000}"
 PARALLEL="${PARALLEL:-8}"
 DURATION="${DURATION:-5s}"
+GROUP_SIZE="${GROUP_SIZE:-50}"
 release="$PWD/target/release"
 dir="$(mktemp -d /tmp/we-bench-density-XXXX)"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -18,7 +20,7 @@ ns=density
 epid=
 start_engine() {
   "$release/wasm_engine" --embedded-containerd --data-dir "$dir" --listen "127.0.0.1:$port" \
-    --namespace "$ns" "$@" >>"$dir/engine.log" 2>&1 &
+    --namespace "$ns" --group-size "$GROUP_SIZE" "$@" >>"$dir/engine.log" 2>&1 &
   epid=$!
   for _ in $(seq 1 300); do curl -sf "$url/healthz" >/dev/null 2>&1 && return; sleep 0.1; done
   echo "engine did not start" >&2; exit 1
@@ -45,7 +47,7 @@ start_engine
   --namespace "$ns" >/dev/null
 ctd_before=$(pss "$(ctd_pid)")
 
-echo "== deploying $N functions, $PARALLEL at a time"
+echo "== deploying $N functions, $PARALLEL at a time, groups of $GROUP_SIZE"
 t0=$(date +%s.%N)
 seq 0 $((N - 1)) | xargs -P "$PARALLEL" -I{} curl -s -o /dev/null -w '%{http_code}\n' -XPOST \
   "$url/function/deploy" -d '{"function_name":"f{}","function_image":"localhost/gcd:density","wasi_cap":false,"export":"gcd"}' \

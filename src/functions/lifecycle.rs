@@ -1,5 +1,6 @@
 //! A function's task over its life after deploy: brought back when found dead (on a call,
-//! or for every function when the engine starts), with the directories it owns.
+//! or for every function when the engine starts), with the directories it owns; and its
+//! delete (task stopped, container and snapshot deleted).
 
 use std::path::Path;
 use std::time::Instant;
@@ -177,6 +178,44 @@ impl Functions {
 }
 
 impl Functions {
+    pub async fn delete(&self, name: &str) -> ApiResult<()> {
+        validate_name(name)?;
+        let Some(container) = self.ctd.container(name).await? else {
+            return Err(ApiError::not_found(format!(
+                "function {name} is not deployed"
+            )));
+        };
+        if !container.labels.contains_key(LABEL_FUNCTION) {
+            return Err(ApiError::not_found(format!(
+                "container {name} is not a function of this engine"
+            )));
+        }
+        // A restart or an idle stop of this function in progress ends first: both stop its
+        // task too, and a container cannot be deleted while its task is being torn down.
+        let handle = self.handles.lock().unwrap().get(name).cloned();
+        let _lifecycle = match &handle {
+            Some(h) => Some(h.restart.lock().await),
+            None => None,
+        };
+        let group = container.labels.get(groups::LABEL_GROUP);
+        match group {
+            Some(group) => self.unload_from_group(name, group).await,
+            None => self.ctd.stop_task(name, STOP_GRACE).await?,
+        }
+        self.ctd.delete_container(name).await?;
+        if !container.snapshot_key.is_empty() {
+            self.ctd.remove_snapshot(&container.snapshot_key).await?;
+        }
+        let _ = std::fs::remove_dir_all(self.socket_dir(name));
+        let _ = std::fs::remove_dir_all(self.function_cache_dir(name));
+        self.handles.lock().unwrap().remove(name);
+        if let Some(group) = group {
+            self.leave_group(name, group).await;
+        }
+        tracing::info!("deleted {name}");
+        Ok(())
+    }
+
     /// Starts a task for container `id` whose old task was stopped, and waits until it
     /// answers. A task that containerd is still tearing down (an engine killed mid-stop, a
     /// dead shim being cleaned up) makes the create fail with 409: it is deleted for good and
