@@ -4,7 +4,9 @@
 # layout (authentication-rl) and a WASI one (authentication-wasi): 1 connection (latency
 # p50/p99) and 64 connections (req/s), DURATION each, beside the engine's own 404 route in the
 # same run (the HTTP stack with no work), printed as ratios; then deploy → first result for an
-# image containerd already holds (median of 9).
+# image containerd already holds (median of 9); then the same into a running group
+# (`--group-size`), and from a loopback registry (Debian's docker-registry), each a
+# container of its own and into a group.
 # Env: DURATION (default 10s).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,7 +18,9 @@ url="http://127.0.0.1:$port"
 RUST_LOG="${RUST_LOG:-wasm_engine=debug}" "$release/wasm_engine" --embedded-containerd --data-dir "$dir" --listen "127.0.0.1:$port" \
   --namespace bench >"$dir/engine.log" 2>&1 &
 epid=$!
+rpid=
 cleanup() {
+  [ -n "$rpid" ] && kill "$rpid" 2>/dev/null || true
   for f in $(curl -s -H 'accept: application/json' "$url/function/list" | jq -r '.functions[]?.func_name'); do
     curl -s -XPOST "$url/function/delete" -d "{\"function_name\":\"$f\"}" >/dev/null || true
   done
@@ -83,3 +87,62 @@ for i in 1 2 3 4 5 6 7 8 9; do
 done
 grep -oE "(deployed cold|deploy cold).*" "$dir/engine.log" | sed 's/^/  engine: /'
 printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {printf "deploy -> first result: median %.1f ms (min %.1f, max %.1f)\n", a[5]/1000, a[1]/1000, a[9]/1000}'
+
+# deploy -> first result for functions NAME1..NAME9 of IMAGE: one curl for both requests.
+deploy_first() {
+  local prefix=$1 image=$2 times=() t
+  for i in 1 2 3 4 5 6 7 8 9; do
+    t=$(curl -sf -o /dev/null -w "%{time_total}\n" -XPOST "$url/function/deploy" \
+          -d "{\"function_name\":\"$prefix$i\",\"function_image\":\"$image\",\"wasi_cap\":false,\"export\":\"authentication\"}" \
+        --next -sf -o /dev/null -w "%{time_total}\n" -XPOST "$url/function/invoke" \
+          -d "{\"function_name\":\"$prefix$i\",\"args\":{\"arg_uri\":\"a\",\"arg_body\":\"b\",\"arg_secret\":\"c\"}}" \
+        | awk '{s+=$1} END {printf "%d", s*1000000}')
+    times+=("$t")
+  done
+  printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {printf "median %.1f ms (min %.1f, max %.1f)\n", a[5]/1000, a[1]/1000, a[9]/1000}'
+}
+
+echo "== from a loopback registry (docker-registry), container per function, 9 runs"
+rport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+mkdir -p "$dir/registry"
+printf 'version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: 127.0.0.1:%s\n' \
+  "$dir/registry" "$rport" >"$dir/registry.yml"
+docker-registry serve "$dir/registry.yml" >"$dir/registry.log" 2>&1 &
+rpid=$!
+for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$rport/v2/" >/dev/null && break; sleep 0.1; done
+# One image per deploy: each deploy pulls (nothing of it is in containerd yet).
+for i in 1 2 3 4 5 6 7 8 9; do
+  for kind in own grp; do
+    "$release/wasm_engine" image build build/apps/authentication.wasm -t "127.0.0.1:$rport/$kind$i:bench" \
+      --data-dir "$dir/store" >/dev/null
+    "$release/wasm_engine" image push "127.0.0.1:$rport/$kind$i:bench" --data-dir "$dir/store" >/dev/null
+  done
+done
+for i in 1 2 3 4 5 6 7 8 9; do
+  curl -sf -o /dev/null -w "%{time_total}\n" -XPOST "$url/function/deploy" \
+    -d "{\"function_name\":\"reg$i\",\"function_image\":\"127.0.0.1:$rport/own$i:bench\",\"wasi_cap\":false,\"export\":\"authentication\"}" \
+    --next -sf -o /dev/null -w "%{time_total}\n" -XPOST "$url/function/invoke" \
+    -d "{\"function_name\":\"reg$i\",\"args\":{\"arg_uri\":\"a\",\"arg_body\":\"b\",\"arg_secret\":\"c\"}}" \
+    | awk '{s+=$1} END {printf "%d\n", s*1000000}'
+done | sort -n | awk '{a[NR]=$1} END {printf "deploy -> first result from the registry: median %.1f ms (min %.1f, max %.1f)\n", a[5]/1000, a[1]/1000, a[9]/1000}'
+
+echo "== the engine again with --group-size 50: deploys into a running group"
+kill -TERM "$epid"; wait "$epid" 2>/dev/null || true
+RUST_LOG="${RUST_LOG:-wasm_engine=debug}" "$release/wasm_engine" --embedded-containerd --data-dir "$dir" --listen "127.0.0.1:$port" \
+  --namespace bench --group-size 50 >>"$dir/engine.log" 2>&1 &
+epid=$!
+for _ in $(seq 1 300); do curl -sf "$url/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+# The first deploy starts the group (a task, as above); the ones measured join it.
+first=$(curl -sf -o /dev/null -w "%{time_total}" -XPOST "$url/function/deploy" \
+  -d '{"function_name":"grp0","function_image":"localhost/authentication:bench","wasi_cap":false,"export":"authentication"}')
+echo "first deploy (starts the group): $(echo "$first * 1000" | bc) ms"
+echo "deploy -> first result into a running group (image in containerd): $(deploy_first grpc localhost/authentication:bench)"
+grep -oE "deploy grpc[0-9]: .*" "$dir/engine.log" | sed 's/^/  engine: /' | head -3
+for i in 1 2 3 4 5 6 7 8 9; do
+  curl -sf -o /dev/null -w "%{time_total}\n" -XPOST "$url/function/deploy" \
+    -d "{\"function_name\":\"greg$i\",\"function_image\":\"127.0.0.1:$rport/grp$i:bench\",\"wasi_cap\":false,\"export\":\"authentication\"}" \
+    --next -sf -o /dev/null -w "%{time_total}\n" -XPOST "$url/function/invoke" \
+    -d "{\"function_name\":\"greg$i\",\"args\":{\"arg_uri\":\"a\",\"arg_body\":\"b\",\"arg_secret\":\"c\"}}" \
+    | awk '{s+=$1} END {printf "%d\n", s*1000000}'
+done | sort -n | awk '{a[NR]=$1} END {printf "deploy -> first result from the registry into a running group: median %.1f ms (min %.1f, max %.1f)\n", a[5]/1000, a[1]/1000, a[9]/1000}'
+grep -oE "deploy greg[0-9]: .*" "$dir/engine.log" | sed 's/^/  engine: /' | head -3

@@ -4,14 +4,14 @@
 # invoked once; then processes and PSS per running function, the engine's RSS, invoke p50 of
 # a random function against one function (wrk, one connection), and, after the engine is
 # started again with a 2 s idle period, PSS per idle function and the cold start of an idle
-# one. Functions share group containers GROUP_SIZE at a time (default 50; 0: a container
+# one. Functions share group containers GROUP_SIZE at a time (default 250; 0: a container
 # each). Cleans up after itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N="${N:-1000}"
 PARALLEL="${PARALLEL:-8}"
 DURATION="${DURATION:-5s}"
-GROUP_SIZE="${GROUP_SIZE:-50}"
+GROUP_SIZE="${GROUP_SIZE:-250}"
 release="$PWD/target/release"
 dir="$(mktemp -d /tmp/we-bench-density-XXXX)"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
