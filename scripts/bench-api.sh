@@ -72,35 +72,26 @@ LUA
 done
 printf '%s\n' "${ratios[@]}"
 
+# deploy -> first result for functions PREFIX1..PREFIX9 of IMAGE (IMAGE1..IMAGE9 with
+# PER=1): one curl for both requests (one connection, no process start between them), the
+# time a client waits from sending deploy to holding the first result; median of the nine.
+deploy_first() {
+  local prefix=$1 image=$2 per=${3:-0} i ref
+  for i in 1 2 3 4 5 6 7 8 9; do
+    ref=$image; [ "$per" = 1 ] && ref="${image/@/$i}"
+    curl -sf -o /dev/null -w "%{time_total}\n" -XPOST "$url/function/deploy" \
+        -d "{\"function_name\":\"$prefix$i\",\"function_image\":\"$ref\",\"wasi_cap\":false,\"export\":\"authentication\"}" \
+      --next -sf -o /dev/null -w "%{time_total}\n" -XPOST "$url/function/invoke" \
+        -d "{\"function_name\":\"$prefix$i\",\"args\":{\"arg_uri\":\"a\",\"arg_body\":\"b\",\"arg_secret\":\"c\"}}" \
+      | awk '{s+=$1} END {printf "%d\n", s*1000000}'
+  done | sort -n | awk '{a[NR]=$1} END {printf "median %.1f ms (min %.1f, max %.1f)\n", a[5]/1000, a[1]/1000, a[9]/1000}'
+}
+
 echo "== deploy -> first result (image already in containerd), 9 runs"
 sleep 2 # let the load above settle
-times=()
-for i in 1 2 3 4 5 6 7 8 9; do
-  # One curl for both requests (one connection, no process start between them): the time a
-  # client waits from sending deploy to holding the first result.
-  t=$(curl -sf -o /dev/null -w "%{time_total}\n" -XPOST "$url/function/deploy" \
-        -d "{\"function_name\":\"cold$i\",\"function_image\":\"localhost/authentication:bench\",\"wasi_cap\":false,\"export\":\"authentication\"}" \
-      --next -sf -o /dev/null -w "%{time_total}\n" -XPOST "$url/function/invoke" \
-        -d "{\"function_name\":\"cold$i\",\"args\":{\"arg_uri\":\"a\",\"arg_body\":\"b\",\"arg_secret\":\"c\"}}" \
-      | awk '{s+=$1} END {printf "%d", s*1000000}')
-  times+=("$t")
-done
+result=$(deploy_first cold localhost/authentication:bench)
 grep -oE "(deployed cold|deploy cold).*" "$dir/engine.log" | sed 's/^/  engine: /'
-printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {printf "deploy -> first result: median %.1f ms (min %.1f, max %.1f)\n", a[5]/1000, a[1]/1000, a[9]/1000}'
-
-# deploy -> first result for functions NAME1..NAME9 of IMAGE: one curl for both requests.
-deploy_first() {
-  local prefix=$1 image=$2 times=() t
-  for i in 1 2 3 4 5 6 7 8 9; do
-    t=$(curl -sf -o /dev/null -w "%{time_total}\n" -XPOST "$url/function/deploy" \
-          -d "{\"function_name\":\"$prefix$i\",\"function_image\":\"$image\",\"wasi_cap\":false,\"export\":\"authentication\"}" \
-        --next -sf -o /dev/null -w "%{time_total}\n" -XPOST "$url/function/invoke" \
-          -d "{\"function_name\":\"$prefix$i\",\"args\":{\"arg_uri\":\"a\",\"arg_body\":\"b\",\"arg_secret\":\"c\"}}" \
-        | awk '{s+=$1} END {printf "%d", s*1000000}')
-    times+=("$t")
-  done
-  printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {printf "median %.1f ms (min %.1f, max %.1f)\n", a[5]/1000, a[1]/1000, a[9]/1000}'
-}
+echo "deploy -> first result: $result"
 
 echo "== from a loopback registry (docker-registry), container per function, 9 runs"
 rport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -118,13 +109,7 @@ for i in 1 2 3 4 5 6 7 8 9; do
     "$release/wasm_engine" image push "127.0.0.1:$rport/$kind$i:bench" --data-dir "$dir/store" >/dev/null
   done
 done
-for i in 1 2 3 4 5 6 7 8 9; do
-  curl -sf -o /dev/null -w "%{time_total}\n" -XPOST "$url/function/deploy" \
-    -d "{\"function_name\":\"reg$i\",\"function_image\":\"127.0.0.1:$rport/own$i:bench\",\"wasi_cap\":false,\"export\":\"authentication\"}" \
-    --next -sf -o /dev/null -w "%{time_total}\n" -XPOST "$url/function/invoke" \
-    -d "{\"function_name\":\"reg$i\",\"args\":{\"arg_uri\":\"a\",\"arg_body\":\"b\",\"arg_secret\":\"c\"}}" \
-    | awk '{s+=$1} END {printf "%d\n", s*1000000}'
-done | sort -n | awk '{a[NR]=$1} END {printf "deploy -> first result from the registry: median %.1f ms (min %.1f, max %.1f)\n", a[5]/1000, a[1]/1000, a[9]/1000}'
+echo "deploy -> first result from the registry: $(deploy_first reg "127.0.0.1:$rport/own@:bench" 1)"
 
 echo "== the engine again with --group-size 50: deploys into a running group"
 kill -TERM "$epid"; wait "$epid" 2>/dev/null || true
@@ -138,11 +123,5 @@ first=$(curl -sf -o /dev/null -w "%{time_total}" -XPOST "$url/function/deploy" \
 echo "first deploy (starts the group): $(echo "$first * 1000" | bc) ms"
 echo "deploy -> first result into a running group (image in containerd): $(deploy_first grpc localhost/authentication:bench)"
 grep -oE "deploy grpc[0-9]: .*" "$dir/engine.log" | sed 's/^/  engine: /' | head -3
-for i in 1 2 3 4 5 6 7 8 9; do
-  curl -sf -o /dev/null -w "%{time_total}\n" -XPOST "$url/function/deploy" \
-    -d "{\"function_name\":\"greg$i\",\"function_image\":\"127.0.0.1:$rport/grp$i:bench\",\"wasi_cap\":false,\"export\":\"authentication\"}" \
-    --next -sf -o /dev/null -w "%{time_total}\n" -XPOST "$url/function/invoke" \
-    -d "{\"function_name\":\"greg$i\",\"args\":{\"arg_uri\":\"a\",\"arg_body\":\"b\",\"arg_secret\":\"c\"}}" \
-    | awk '{s+=$1} END {printf "%d\n", s*1000000}'
-done | sort -n | awk '{a[NR]=$1} END {printf "deploy -> first result from the registry into a running group: median %.1f ms (min %.1f, max %.1f)\n", a[5]/1000, a[1]/1000, a[9]/1000}'
+echo "deploy -> first result from the registry into a running group: $(deploy_first greg "127.0.0.1:$rport/grp@:bench" 1)"
 grep -oE "deploy greg[0-9]: .*" "$dir/engine.log" | sed 's/^/  engine: /' | head -3

@@ -68,18 +68,12 @@ impl Tree {
     /// Applies one layer (a tar, gzipped or not). `cap` bounds the unpacked bytes of the
     /// whole image so far.
     pub fn apply(&mut self, media_type: &str, blob: &[u8], cap: u64) -> ApiResult<()> {
-        let reader: Box<dyn Read + '_> = if blob.starts_with(&[0x1f, 0x8b]) {
-            Box::new(flate2::read::GzDecoder::new(blob))
-        } else if media_type.contains("tar") {
-            Box::new(blob)
-        } else {
+        if !blob.starts_with(&[0x1f, 0x8b]) && !media_type.contains("tar") {
             return Err(ApiError::unprocessable(format!(
                 "image layer type {media_type} is neither a tar layer nor a Wasm layer"
             )));
-        };
-        let bad =
-            |e: std::io::Error| ApiError::unprocessable(format!("image layer is not a tar: {e}"));
-        let mut archive = tar::Archive::new(reader);
+        }
+        let mut archive = archive(blob);
         for entry in archive.entries().map_err(bad)? {
             let mut entry = entry.map_err(bad)?;
             let path = entry
@@ -176,13 +170,7 @@ impl Tree {
 /// `cap` of them (0: only whether it is there, with no bytes); `None` if the layer has no
 /// regular file there.
 pub fn read_file(blob: &[u8], path: &str, cap: u64) -> ApiResult<Option<Vec<u8>>> {
-    let reader: Box<dyn Read + '_> = if blob.starts_with(&[0x1f, 0x8b]) {
-        Box::new(flate2::read::GzDecoder::new(blob))
-    } else {
-        Box::new(blob)
-    };
-    let bad = |e: std::io::Error| ApiError::unprocessable(format!("image layer is not a tar: {e}"));
-    let mut archive = tar::Archive::new(reader);
+    let mut archive = archive(blob);
     let mut found = None;
     for entry in archive.entries().map_err(bad)? {
         let mut entry = entry.map_err(bad)?;
@@ -208,6 +196,20 @@ pub fn read_file(blob: &[u8], path: &str, cap: u64) -> ApiResult<Option<Vec<u8>>
         found = Some(bytes);
     }
     Ok(found)
+}
+
+/// A layer's tar, gunzipped if it is gzipped.
+fn archive(blob: &[u8]) -> tar::Archive<Box<dyn Read + '_>> {
+    let reader: Box<dyn Read + '_> = if blob.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::read::GzDecoder::new(blob))
+    } else {
+        Box::new(blob)
+    };
+    tar::Archive::new(reader)
+}
+
+fn bad(e: std::io::Error) -> ApiError {
+    ApiError::unprocessable(format!("image layer is not a tar: {e}"))
 }
 
 /// `./a//b/` → `/a/b`.

@@ -21,7 +21,7 @@ use wasmengine_api::group::{
     decode_load, GroupConfig, MAX_LOAD_BYTES, PATH_FUNCTIONS, PATH_INVOKE,
 };
 use wasmengine_api::invoke::{ErrorCode, PATH_READY};
-use wasmengine_core::{Function, FunctionSpec, Runtime};
+use wasmengine_core::{Function, Runtime};
 
 use crate::server::{self, Request, Service, Slots};
 use crate::settings::{self, DEFAULT_CONCURRENCY};
@@ -88,16 +88,7 @@ impl Group {
         if config.limits.fuel.is_some() {
             return Err("a group does not run fuel-limited functions".into());
         }
-        let spec = FunctionSpec {
-            name: config.name.clone(),
-            wasi: config.wasi,
-            export: config.export.clone(),
-            limits: Some(settings::limits(
-                &config.limits,
-                wasmengine_core::Limits::default(),
-            )),
-            env: settings::module_env(&env),
-        };
+        let spec = settings::serve_spec(&config, &env);
         let function = self.runtime.load(wasm, &spec).map_err(|e| e.to_string())?;
         log::info!(
             "loaded {name} as a {} ({:?})",

@@ -276,16 +276,7 @@ fn serve(
     handle_tx: oneshot::Sender<InterruptHandle>,
 ) -> i32 {
     let concurrency = config.concurrency.unwrap_or(DEFAULT_CONCURRENCY);
-    let spec = FunctionSpec {
-        name: config.name.clone(),
-        wasi: config.wasi,
-        export: config.export.clone(),
-        limits: Some(settings::limits(
-            &config.limits,
-            wasmengine_core::Limits::default(),
-        )),
-        env: settings::module_env(env),
-    };
+    let spec = settings::serve_spec(config, env);
     let function = match load(
         &module,
         &spec,

@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
-use wasmengine_api::function::FunctionLimits;
+use wasmengine_api::function::{FunctionConfig, FunctionLimits};
 
 /// Our configuration entries all start with this.
 const ENV_PREFIX: &str = "WASMENGINE_";
-use wasmengine_core::{EngineConfig, Limits};
+use wasmengine_core::{EngineConfig, FunctionSpec, Limits};
 
 /// Instances the pool holds in a serving container when no concurrency is configured.
 pub const DEFAULT_CONCURRENCY: u32 = 64;
@@ -50,6 +50,18 @@ pub fn limits(limits: &FunctionLimits, base: Limits) -> Limits {
             .max_output_bytes
             .map(|b| b as usize)
             .unwrap_or(base.max_output_bytes),
+    }
+}
+
+/// What a serving function runs as: its name, kind, export, limits (the core's defaults
+/// for what `config` leaves unset) and the module's environment from `env`.
+pub fn serve_spec(config: &FunctionConfig, env: &[String]) -> FunctionSpec {
+    FunctionSpec {
+        name: config.name.clone(),
+        wasi: config.wasi,
+        export: config.export.clone(),
+        limits: Some(limits(&config.limits, Limits::default())),
+        env: module_env(env),
     }
 }
 
