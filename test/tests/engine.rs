@@ -893,10 +893,18 @@ fn embedded_containerd_is_started_reused_and_stopped() {
         } != 0),
         "private containerd still running after the engine stopped"
     );
-    let _ = std::fs::remove_dir_all(
-        std::path::Path::new("/run/containerd/wasmengine")
-            .join(format!("we-embedded-{}", std::process::id())),
-    );
+    // The shim's runtime state for this namespace: `<namespace>-<hash of containerd's state>`.
+    let ns = format!("we-embedded-{}", std::process::id());
+    for entry in std::fs::read_dir("/run/containerd/wasmengine")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name == ns || name.starts_with(&format!("{ns}-")) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 #[test]
