@@ -4,8 +4,9 @@
 //! shim's `delete` for every dead shim), and every function must answer again through a new
 //! engine, with nothing of the dead generation left behind.
 //!
-//! `WASMENGINE_CRASH_FUNCTIONS=N` deploys N functions instead of 3 (for the figures in the
-//! README).
+//! Each crash is tried with a container per function and with functions in groups of two
+//! (`--group-size 2`). `WASMENGINE_CRASH_FUNCTIONS=N` deploys N functions instead of 3 (for
+//! the figures in the README).
 
 use std::time::{Duration, Instant};
 
@@ -45,9 +46,11 @@ fn alive(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
-fn crash_and_recover(crash: Crash) {
+/// With `group_size` > 0, the functions share group containers that many at a time.
+fn crash_and_recover(crash: Crash, group_size: usize) {
     let mut c = Containerd::start().expect("containerd");
-    let mut e = Engine::start(&c, &[]).expect("engine");
+    let size = group_size.to_string();
+    let mut e = Engine::start(&c, &["--group-size", &size]).expect("engine");
     let gcd = "localhost/gcd:crash";
     let fib = "localhost/fibonacci:crash";
     c.import_wasm(&app("gcd"), &ImageSpec::classic("gcd.wasm"), gcd)
@@ -85,10 +88,20 @@ fn crash_and_recover(crash: Crash) {
         assert_eq!(status, 200, "{v}");
     }
 
+    // One shim (and task) per function, or per group.
+    let containers = if group_size == 0 {
+        n
+    } else {
+        n.div_ceil(group_size)
+    };
+
     // The crash: everything at once.
     let shims = c.shim_pids();
     let tasks = c.task_processes();
-    assert!(!shims.is_empty() && tasks.len() >= n, "{shims:?} {tasks:?}");
+    assert!(
+        !shims.is_empty() && tasks.len() >= containers,
+        "{shims:?} {tasks:?}"
+    );
     // The tasks' processes are forked from the shim and share its command line.
     let mut doomed: Vec<u32> = shims
         .iter()
@@ -96,7 +109,7 @@ fn crash_and_recover(crash: Crash) {
         .filter(|p| !tasks.contains(p))
         .collect();
     let sockets = c.shim_sockets();
-    assert_eq!(sockets.len(), n, "{sockets:?}");
+    assert_eq!(sockets.len(), containers, "{sockets:?}");
     doomed.extend(e.pid());
     if crash == Crash::Reboot {
         doomed.extend(&tasks);
@@ -178,10 +191,20 @@ fn crash_and_recover(crash: Crash) {
 
 #[test]
 fn sigkill_of_engine_containerd_and_every_shim() {
-    crash_and_recover(Crash::Processes);
+    crash_and_recover(Crash::Processes, 0);
 }
 
 #[test]
 fn reboot_with_runtime_state_gone() {
-    crash_and_recover(Crash::Reboot);
+    crash_and_recover(Crash::Reboot, 0);
+}
+
+#[test]
+fn sigkill_of_everything_with_functions_in_groups() {
+    crash_and_recover(Crash::Processes, 2);
+}
+
+#[test]
+fn reboot_with_functions_in_groups() {
+    crash_and_recover(Crash::Reboot, 2);
 }
