@@ -3,7 +3,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 /// Upper bounds (seconds) of the invocation latency histogram.
@@ -12,94 +13,103 @@ const BUCKETS: &[f64] = &[
     1.0, 2.5, 5.0, 10.0,
 ];
 
+/// Counters per function behind a read lock: a call of a function that has its series takes
+/// no lock for writing and adds to atomics, so concurrent calls do not queue here.
 #[derive(Default)]
 pub struct Metrics {
-    inner: Mutex<Inner>,
-}
-
-#[derive(Default)]
-struct Inner {
-    functions: BTreeMap<String, PerFunction>,
-    deploys_failed: u64,
+    functions: RwLock<BTreeMap<String, Arc<PerFunction>>>,
+    deploys_failed: AtomicU64,
 }
 
 #[derive(Default)]
 struct PerFunction {
-    invocations: u64,
-    errors: BTreeMap<String, u64>,
-    buckets: Vec<u64>,
-    latency_sum: f64,
-    deploys: u64,
-    cold_starts: u64,
-    cold_start_seconds: f64,
-    restarts: u64,
-    idle_stops: u64,
+    /// Failures by kind: rare, so a mutex.
+    errors: Mutex<BTreeMap<String, u64>>,
+    /// Calls per bucket (not cumulative: summed up when rendered); the last is +Inf.
+    buckets: [AtomicU64; BUCKETS.len() + 1],
+    latency_nanos: AtomicU64,
+    deploys: AtomicU64,
+    cold_starts: AtomicU64,
+    cold_start_nanos: AtomicU64,
+    restarts: AtomicU64,
+    idle_stops: AtomicU64,
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+fn secs(nanos: &AtomicU64) -> f64 {
+    nanos.load(Relaxed) as f64 / 1e9
 }
 
 impl Metrics {
-    fn with<T>(&self, name: &str, f: impl FnOnce(&mut PerFunction) -> T) -> T {
-        let mut inner = self.inner.lock().unwrap();
-        let entry = inner.functions.entry(name.to_string()).or_default();
-        if entry.buckets.is_empty() {
-            entry.buckets = vec![0; BUCKETS.len()];
+    fn function(&self, name: &str) -> Arc<PerFunction> {
+        if let Some(f) = self.functions.read().unwrap().get(name) {
+            return f.clone();
         }
-        f(entry)
+        self.functions
+            .write()
+            .unwrap()
+            .entry(name.to_string())
+            .or_default()
+            .clone()
     }
 
     /// One invocation and how long it took; `error` names its failure kind.
     pub fn invocation(&self, name: &str, took: Duration, error: Option<&str>) {
+        let f = self.function(name);
+        f.latency_nanos.fetch_add(nanos(took), Relaxed);
         let secs = took.as_secs_f64();
-        self.with(name, |f| {
-            f.invocations += 1;
-            f.latency_sum += secs;
-            for (i, bound) in BUCKETS.iter().enumerate() {
-                if secs <= *bound {
-                    f.buckets[i] += 1;
-                }
-            }
-            if let Some(kind) = error {
-                *f.errors.entry(kind.to_string()).or_default() += 1;
-            }
-        });
+        let bucket = BUCKETS
+            .iter()
+            .position(|bound| secs <= *bound)
+            .unwrap_or(BUCKETS.len());
+        f.buckets[bucket].fetch_add(1, Relaxed);
+        if let Some(kind) = error {
+            *f.errors
+                .lock()
+                .unwrap()
+                .entry(kind.to_string())
+                .or_default() += 1;
+        }
+    }
+
+    fn cold_start(f: &PerFunction, took: Duration) {
+        f.cold_starts.fetch_add(1, Relaxed);
+        f.cold_start_nanos.fetch_add(nanos(took), Relaxed);
     }
 
     /// A successful deploy; `took` is deploy request to ready (the cold start).
     pub fn deployed(&self, name: &str, took: Duration) {
-        self.with(name, |f| {
-            f.deploys += 1;
-            f.cold_starts += 1;
-            f.cold_start_seconds += took.as_secs_f64();
-        });
+        let f = self.function(name);
+        f.deploys.fetch_add(1, Relaxed);
+        Self::cold_start(&f, took);
     }
 
     pub fn deploy_failed(&self) {
-        self.inner.lock().unwrap().deploys_failed += 1;
+        self.deploys_failed.fetch_add(1, Relaxed);
     }
 
-    /// A task started again for a call after it was stopped for being idle.
+    /// A task started again (or a function loaded again) for a call after it was idle.
     pub fn woke(&self, name: &str, took: Duration) {
-        self.with(name, |f| {
-            f.cold_starts += 1;
-            f.cold_start_seconds += took.as_secs_f64();
-        });
+        Self::cold_start(&self.function(name), took);
     }
 
-    /// A task stopped for being idle.
+    /// A task stopped (or a function unloaded) for being idle.
     pub fn scaled_to_zero(&self, name: &str) {
-        self.with(name, |f| f.idle_stops += 1);
+        self.function(name).idle_stops.fetch_add(1, Relaxed);
     }
 
     /// A task restarted behind a call (a cold start too).
     pub fn restarted(&self, name: &str, took: Duration) {
-        self.with(name, |f| {
-            f.restarts += 1;
-            f.cold_starts += 1;
-            f.cold_start_seconds += took.as_secs_f64();
-        });
+        let f = self.function(name);
+        f.restarts.fetch_add(1, Relaxed);
+        Self::cold_start(&f, took);
     }
 
     pub fn render(&self) -> String {
-        let inner = self.inner.lock().unwrap();
+        let functions = self.functions.read().unwrap();
         let mut out = String::new();
         let mut family = |name: &str, kind: &str, help: &str| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -148,38 +158,85 @@ impl Metrics {
         let _ = writeln!(
             out,
             "wasmengine_deploys_failed_total {}",
-            inner.deploys_failed
+            self.deploys_failed.load(Relaxed)
         );
-        for (name, f) in &inner.functions {
+        for (name, f) in functions.iter() {
             let l = format!("function=\"{name}\"");
-            let _ = writeln!(out, "wasmengine_invocations_total{{{l}}} {}", f.invocations);
-            for (kind, n) in &f.errors {
+            // Read once: the count and the +Inf bucket agree even while calls come in.
+            let counts: Vec<u64> = f.buckets.iter().map(|b| b.load(Relaxed)).collect();
+            let invocations: u64 = counts.iter().sum();
+            let _ = writeln!(out, "wasmengine_invocations_total{{{l}}} {invocations}");
+            for (kind, n) in f.errors.lock().unwrap().iter() {
                 let _ = writeln!(
                     out,
                     "wasmengine_invocation_errors_total{{{l},kind=\"{kind}\"}} {n}"
                 );
             }
-            for (bound, n) in BUCKETS.iter().zip(&f.buckets) {
+            let mut cumulative = 0;
+            for (bound, n) in BUCKETS.iter().zip(&counts) {
+                cumulative += n;
                 let _ = writeln!(
                     out,
-                    "wasmengine_invocation_seconds_bucket{{{l},le=\"{bound}\"}} {n}"
+                    "wasmengine_invocation_seconds_bucket{{{l},le=\"{bound}\"}} {cumulative}"
                 );
             }
             let _ = writeln!(
                 out,
-                "wasmengine_invocation_seconds_bucket{{{l},le=\"+Inf\"}} {}\nwasmengine_invocation_seconds_sum{{{l}}} {}\nwasmengine_invocation_seconds_count{{{l}}} {}",
-                f.invocations, f.latency_sum, f.invocations
+                "wasmengine_invocation_seconds_bucket{{{l},le=\"+Inf\"}} {invocations}\nwasmengine_invocation_seconds_sum{{{l}}} {}\nwasmengine_invocation_seconds_count{{{l}}} {invocations}",
+                secs(&f.latency_nanos)
             );
-            let _ = writeln!(out, "wasmengine_deploys_total{{{l}}} {}", f.deploys);
-            let _ = writeln!(out, "wasmengine_cold_starts_total{{{l}}} {}", f.cold_starts);
+            let n = |c: &AtomicU64| c.load(Relaxed);
+            let _ = writeln!(out, "wasmengine_deploys_total{{{l}}} {}", n(&f.deploys));
+            let _ = writeln!(
+                out,
+                "wasmengine_cold_starts_total{{{l}}} {}",
+                n(&f.cold_starts)
+            );
             let _ = writeln!(
                 out,
                 "wasmengine_cold_start_seconds_total{{{l}}} {}",
-                f.cold_start_seconds
+                secs(&f.cold_start_nanos)
             );
-            let _ = writeln!(out, "wasmengine_task_restarts_total{{{l}}} {}", f.restarts);
-            let _ = writeln!(out, "wasmengine_idle_stops_total{{{l}}} {}", f.idle_stops);
+            let _ = writeln!(
+                out,
+                "wasmengine_task_restarts_total{{{l}}} {}",
+                n(&f.restarts)
+            );
+            let _ = writeln!(
+                out,
+                "wasmengine_idle_stops_total{{{l}}} {}",
+                n(&f.idle_stops)
+            );
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_cumulative_and_count_every_call() {
+        let m = Metrics::default();
+        m.invocation("f", Duration::from_micros(30), None);
+        m.invocation("f", Duration::from_millis(3), Some("timeout"));
+        m.invocation("f", Duration::from_secs(60), None);
+        let text = m.render();
+        for line in [
+            r#"wasmengine_invocations_total{function="f"} 3"#,
+            r#"wasmengine_invocation_seconds_bucket{function="f",le="0.00005"} 1"#,
+            r#"wasmengine_invocation_seconds_bucket{function="f",le="0.001"} 1"#,
+            r#"wasmengine_invocation_seconds_bucket{function="f",le="0.005"} 2"#,
+            r#"wasmengine_invocation_seconds_bucket{function="f",le="10"} 2"#,
+            r#"wasmengine_invocation_seconds_bucket{function="f",le="+Inf"} 3"#,
+            r#"wasmengine_invocation_seconds_count{function="f"} 3"#,
+            r#"wasmengine_invocation_errors_total{function="f",kind="timeout"} 1"#,
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing from\n{text}"
+            );
+        }
     }
 }

@@ -29,11 +29,20 @@ pub struct FunctionNameRequest {
     pub function_name: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct InvokeRequest {
     pub function_name: String,
+    /// The args as the client wrote them (an object, an array, or null): the engine checks
+    /// their kind and passes the text on to the function unparsed.
     #[serde(default)]
-    pub args: Value,
+    pub args: Option<Box<serde_json::value::RawValue>>,
+}
+
+impl InvokeRequest {
+    /// The args' JSON text (`null` when absent).
+    pub fn args_json(&self) -> &str {
+        self.args.as_deref().map_or("null", |a| a.get())
+    }
 }
 
 /// `{"status": N, "message": …}`, or with `result` for a successful invoke.

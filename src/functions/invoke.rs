@@ -57,7 +57,7 @@ impl Functions {
     }
 
     /// Calls the function with `args`; the result text.
-    pub async fn invoke(&self, name: &str, args: &Value) -> ApiResult<String> {
+    pub async fn invoke(&self, name: &str, args: &[u8]) -> ApiResult<String> {
         let start = Instant::now();
         let r = self.invoke_inner(name, args).await;
         if r.is_ok() {
@@ -74,17 +74,16 @@ impl Functions {
         r.map_err(|(e, _)| e)
     }
 
-    async fn invoke_inner(&self, name: &str, args: &Value) -> Result<String, (ApiError, String)> {
+    async fn invoke_inner(&self, name: &str, args: &[u8]) -> Result<String, (ApiError, String)> {
         let handle = self
             .handle(name)
             .await
             .map_err(|e| (e, "not_found".to_string()))?;
-        let body = serde_json::to_vec(args).expect("JSON value serialises");
         let mut restarted = false;
         loop {
             let call = tokio::time::timeout(
                 handle.call_timeout,
-                handle.invoker.invoke(&body, handle.timeout),
+                handle.invoker.invoke(args, handle.timeout),
             )
             .await;
             let failure = match call {
