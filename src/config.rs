@@ -1,4 +1,4 @@
-//! The command line: `wasm_engine [serve flags]` or `wasm_engine image …`. Every serve flag
+//! The command line: `wasm_engine [serve flags]`, `wasm_engine image …` or `wasm_engine fn …`. Every serve flag
 //! also reads an env var (`WASMENGINE_…`).
 
 use std::net::SocketAddr;
@@ -24,6 +24,8 @@ pub enum Command {
     /// Package a .wasm file as an OCI image, push it, or import it into containerd.
     #[command(subcommand)]
     Image(crate::image_cmd::ImageCommand),
+    /// Deploy, invoke, list, query and delete functions of a running engine.
+    Fn(crate::fn_cmd::FnArgs),
 }
 
 #[derive(Debug, Clone, Args)]

@@ -14,12 +14,14 @@
 //!   connections per function).
 //! - [`server`]: the axum router, response forms, auth and status codes; [`metrics`] the
 //!   Prometheus counters it serves.
-//! - [`image_cmd`]: `wasm_engine image build|push`.
+//! - [`image_cmd`]: `wasm_engine image build|push`; [`fn_cmd`]: `wasm_engine fn …`, a command
+//!   line for a running engine.
 
 pub mod config;
 pub mod containerd;
 pub mod embedded;
 pub mod error;
+pub mod fn_cmd;
 pub mod functions;
 pub mod image;
 pub mod image_cmd;

@@ -1,5 +1,5 @@
 //! `wasm_engine`: serves the WasmEngine REST API (see the crate docs in `lib.rs` for the map),
-//! or packages images (`wasm_engine image …`).
+//! packages images (`wasm_engine image …`), or drives a running engine (`wasm_engine fn …`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +28,11 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     match cli.command {
         Some(Command::Image(cmd)) => rt.block_on(wasm_engine::image_cmd::run(cmd)),
+        Some(Command::Fn(args)) => {
+            let status = rt.block_on(wasm_engine::fn_cmd::run(args));
+            drop(rt);
+            std::process::exit(status)
+        }
         None => rt.block_on(serve(cli.serve)),
     }
 }

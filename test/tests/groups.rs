@@ -147,7 +147,19 @@ fn functions_share_groups_and_survive_their_faults() {
             .is_empty()),
         "the dead shim's task was not cleaned up"
     );
-    assert_eq!(fib(&e, "f3"), (200, "55".into()), "{}", e.log());
+    // A call may still find a kept-alive connection to the dying process: it gets 503 (it
+    // may have reached the function, so it is not sent again) and the group is restarted;
+    // the next call is served by the new task.
+    let mut answers = Vec::new();
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            answers.push(fib(&e, "f3"));
+            answers.last() == Some(&(200, "55".into()))
+        }),
+        "{answers:?}\n{}",
+        e.log()
+    );
+    assert!(answers.len() <= 2, "{answers:?}");
     let restarts = |f: &str| {
         metric(
             &e,
@@ -159,17 +171,6 @@ fn functions_share_groups_and_survive_their_faults() {
     assert!(again.len() == 1 && again != victim, "{again:?}");
     all(&e);
     assert_eq!(c.shim_servers().len(), 3, "group.1 has one shim again");
-    let restarts = |f: &str| {
-        metric(
-            &e,
-            &format!("wasmengine_task_restarts_total{{function=\"{f}\"}}"),
-        )
-    };
-    assert!(
-        restarts("f3") + restarts("f4") >= 1,
-        "{}",
-        e.get("/metrics").1
-    );
 
     // An engine killed and started again: every function is listed and answers.
     e.restart().expect("engine restarts");
