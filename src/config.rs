@@ -105,6 +105,11 @@ pub struct ServeArgs {
     #[arg(long, env = "WASMENGINE_GROUP_CONCURRENCY", default_value_t = 32)]
     pub group_concurrency: u32,
 
+    /// Log lines each function keeps (its WASI calls' stderr and its failed calls' errors),
+    /// read with `POST /function/logs`.
+    #[arg(long, env = "WASMENGINE_FUNCTION_LOG_LINES", default_value_t = 1000)]
+    pub function_log_lines: u32,
+
     /// Tasks created at once (deploys and restarts together); more wait their turn.
     #[arg(long, env = "WASMENGINE_PARALLEL_STARTS", default_value_t = 8)]
     pub parallel_starts: usize,

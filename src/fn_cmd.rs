@@ -1,5 +1,5 @@
 //! `wasm_engine fn …`: a command line for people (and scripts, with `--json`) that talks to a
-//! running engine's REST API: deploy, invoke, list, query, delete.
+//! running engine's REST API: deploy, invoke, list, query, delete, logs.
 //!
 //! Readable output by default; `--json` prints the engine's JSON answer as it came. A failed
 //! request prints the engine's message on stderr and exits non-zero: 1 for an error status
@@ -68,6 +68,14 @@ pub enum FnCommand {
     /// Delete function NAME.
     #[command(after_help = "Example:\n  wasm_engine fn delete gcd")]
     Delete { name: String },
+    /// Show function NAME's log: its WASI calls' stderr and its failed calls' errors.
+    #[command(after_help = "Example:\n  wasm_engine fn logs probe --tail 20")]
+    Logs {
+        name: String,
+        /// Only the last N lines.
+        #[arg(long)]
+        tail: Option<usize>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -174,6 +182,11 @@ async fn request(args: &FnArgs) -> anyhow::Result<(u16, Response)> {
             "/function/delete",
             Some(json!({"function_name": name})),
         ),
+        FnCommand::Logs { name, tail } => (
+            reqwest::Method::POST,
+            "/function/logs",
+            Some(json!({"function_name": name, "tail": tail})),
+        ),
     };
     let mut req = client
         .request(method, format!("{base}{path}"))
@@ -198,20 +211,15 @@ async fn request(args: &FnArgs) -> anyhow::Result<(u16, Response)> {
 /// A successful answer as the command shows it.
 fn render(args: &FnArgs, answer: &Response) -> String {
     if args.json {
-        return match (&args.command, answer) {
-            (
-                FnCommand::List,
-                Response {
-                    functions: Some(f), ..
-                },
-            ) => format!("{f}\n"),
-            (
-                FnCommand::Query { .. },
-                Response {
-                    function: Some(f), ..
-                },
-            ) => format!("{f}\n"),
-            _ => format!("{}\n", serde_json::to_string(answer).unwrap_or_default()),
+        let part = match &args.command {
+            FnCommand::List => answer.functions.as_ref(),
+            FnCommand::Query { .. } => answer.function.as_ref(),
+            FnCommand::Logs { .. } => answer.logs.as_ref(),
+            _ => None,
+        };
+        return match part {
+            Some(v) => format!("{v}\n"),
+            None => format!("{}\n", serde_json::to_string(answer).unwrap_or_default()),
         };
     }
     match &args.command {
@@ -246,7 +254,10 @@ fn render(args: &FnArgs, answer: &Response) -> String {
                 .collect(),
             _ => format!("{}\n", answer.message),
         },
-        FnCommand::Deploy(_) | FnCommand::Delete { .. } => format!("{}\n", answer.message),
+        FnCommand::Logs { .. } if answer.message.is_empty() => String::new(),
+        FnCommand::Deploy(_) | FnCommand::Delete { .. } | FnCommand::Logs { .. } => {
+            format!("{}\n", answer.message)
+        }
     }
 }
 

@@ -10,6 +10,7 @@
 //!   restarted once.
 //! - `lifecycle`: restarts (on a call, or for every function at engine start) and delete.
 //! - `idle`: functions not called for their idle period are scaled to zero.
+//! - `logs`: a function's log, read from its task (or its group's).
 //! - `info`: list / query, read back from containerd's containers and our labels (containerd
 //!   is the only store: nothing here survives a restart, nothing needs to).
 //! - `spec`: the OCI runtime spec and labels of a function's (or a group's) container.
@@ -39,6 +40,7 @@ mod idle;
 mod info;
 mod invoke;
 mod lifecycle;
+mod logs;
 mod spec;
 
 pub use info::FunctionInfo;
@@ -85,6 +87,8 @@ pub struct FunctionDefaults {
     pub group_size: usize,
     /// Calls a group runs at once, all its functions together.
     pub group_concurrency: u32,
+    /// Log lines each function keeps (in its task).
+    pub log_lines: u32,
 }
 
 pub struct Functions {

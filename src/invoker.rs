@@ -17,7 +17,7 @@ use tokio::sync::Semaphore;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
-use wasmengine_api::invoke::{ErrorCode, InvokeError, PATH_INVOKE, PATH_READY};
+use wasmengine_api::invoke::{ErrorCode, InvokeError, HEADER_CALL_ID, PATH_INVOKE, PATH_READY};
 
 /// Idle connections kept per function (more callers than this open short-lived ones).
 const MAX_IDLE: usize = 128;
@@ -141,6 +141,17 @@ impl Invoker {
         args: &[u8],
         patience: Duration,
     ) -> Result<(u16, Vec<u8>), CallFailure> {
+        self.invoke_as(args, patience, "").await
+    }
+
+    /// [`Invoker::invoke`] of the call named `call_id` (sent in
+    /// [`HEADER_CALL_ID`]: the function's log lines of the call carry it).
+    pub async fn invoke_as(
+        &self,
+        args: &[u8],
+        patience: Duration,
+        call_id: &str,
+    ) -> Result<(u16, Vec<u8>), CallFailure> {
         let _permit = match self.slots.try_acquire() {
             Ok(p) => p,
             Err(_) => {
@@ -164,7 +175,12 @@ impl Invoker {
                 }
             }
         };
-        let (status, body) = self.request("POST", &self.path, args).await?;
+        let header = if call_id.is_empty() {
+            String::new()
+        } else {
+            format!("{HEADER_CALL_ID}: {call_id}\r\n")
+        };
+        let (status, body) = self.request("POST", &self.path, &header, args).await?;
         if status == 404 && is_not_loaded(&body) {
             return Err(CallFailure::NotLoaded);
         }
@@ -178,7 +194,7 @@ impl Invoker {
         path: &str,
         body: &[u8],
     ) -> Result<(u16, Vec<u8>), CallFailure> {
-        self.request(method, path, body).await
+        self.request(method, path, "", body).await
     }
 
     /// Whether the function answers `GET /ready` (on a fresh connection).
@@ -189,7 +205,7 @@ impl Invoker {
                 matches!(
                     tokio::time::timeout(
                         Duration::from_secs(2),
-                        exchange(&mut conn, "GET", PATH_READY, b"", 64)
+                        exchange(&mut conn, "GET", PATH_READY, "", b"", 64)
                     )
                     .await,
                     Ok(Ok((200, _, _)))
@@ -203,6 +219,7 @@ impl Invoker {
         &self,
         method: &str,
         path: &str,
+        headers: &str,
         body: &[u8],
     ) -> Result<(u16, Vec<u8>), CallFailure> {
         let mut conn = match self.take_idle() {
@@ -214,7 +231,7 @@ impl Invoker {
             ),
         };
         // From here on the request may have reached the function: a failure is final.
-        let (status, body, keep) = exchange(&mut conn, method, path, body, self.max_body)
+        let (status, body, keep) = exchange(&mut conn, method, path, headers, body, self.max_body)
             .await
             .map_err(CallFailure::Broken)?;
         if keep {
@@ -257,11 +274,12 @@ async fn exchange(
     conn: &mut BufReader<UnixStream>,
     method: &str,
     path: &str,
+    headers: &str,
     body: &[u8],
     max_body: usize,
 ) -> io::Result<(u16, Vec<u8>, bool)> {
     let mut out = format!(
-        "{method} {path} HTTP/1.1\r\nhost: function\r\ncontent-length: {}\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nhost: function\r\n{headers}content-length: {}\r\n\r\n",
         body.len()
     )
     .into_bytes();

@@ -68,6 +68,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             idle_timeout: std::time::Duration::from_secs(args.idle_timeout_secs),
             parallel_starts: args.parallel_starts,
             group_size: args.group_size,
+            log_lines: args.function_log_lines,
             group_concurrency: args.group_concurrency.max(1),
             image_caps: SizeCaps {
                 compressed: args.max_image_bytes,

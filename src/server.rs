@@ -13,7 +13,8 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use wasmengine_api::rest::{self, DeployRequest, FunctionNameRequest, InvokeRequest};
+use wasmengine_api::invoke::HEADER_CALL_ID;
+use wasmengine_api::rest::{self, DeployRequest, FunctionNameRequest, InvokeRequest, LogsRequest};
 
 use crate::error::{ApiError, ApiResult};
 use crate::functions::Functions;
@@ -31,6 +32,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/function/list", get(list))
         .route("/function/query", post(query))
         .route("/function/invoke", post(invoke))
+        .route("/function/logs", post(logs))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback(not_found)
@@ -42,6 +44,8 @@ pub fn router(state: Arc<AppState>) -> Router {
 struct Reply {
     json: bool,
     body: rest::Response,
+    /// An invoke's call id, returned in [`HEADER_CALL_ID`].
+    call_id: Option<String>,
 }
 
 impl IntoResponse for Reply {
@@ -58,6 +62,12 @@ impl IntoResponse for Reply {
             )
                 .into_response()
         };
+        if let Some(id) = self
+            .call_id
+            .and_then(|id| header::HeaderValue::from_str(&id).ok())
+        {
+            response.headers_mut().insert(HEADER_CALL_ID, id);
+        }
         // A function with every slot and queue place taken: come back in a second.
         if status == StatusCode::TOO_MANY_REQUESTS {
             response
@@ -84,7 +94,9 @@ fn reply(headers: &HeaderMap, status: u16, message: impl Into<String>) -> Reply 
             result: None,
             functions: None,
             function: None,
+            logs: None,
         },
+        call_id: None,
     }
 }
 
@@ -203,9 +215,10 @@ async fn invoke(State(state): State<Arc<AppState>>, headers: HeaderMap, b: Body)
             ApiError::bad_request("args must be an object (key/value) or an array (positional)"),
         );
     }
-    match state
+    let call_id = next_call_id();
+    let mut r = match state
         .functions
-        .invoke(&req.function_name, args.as_bytes())
+        .invoke(&req.function_name, args.as_bytes(), &call_id)
         .await
     {
         Ok(result) => {
@@ -220,7 +233,60 @@ async fn invoke(State(state): State<Arc<AppState>>, headers: HeaderMap, b: Body)
             r
         }
         Err(e) => error_reply(&headers, e),
+    };
+    r.call_id = Some(call_id);
+    r
+}
+
+/// A call id unique to this engine process and unlikely to repeat across its restarts: the
+/// process's start time and a counter.
+fn next_call_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    static START: OnceLock<u64> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let start = *START.get_or_init(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    });
+    format!("{start:x}-{:x}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+async fn logs(State(state): State<Arc<AppState>>, headers: HeaderMap, b: Body) -> Reply {
+    let req: LogsRequest = match body(&state, b).await {
+        Ok(r) => r,
+        Err(e) => return error_reply(&headers, e),
+    };
+    match state.functions.logs(&req.function_name, req.tail).await {
+        Ok(lines) => {
+            let text: Vec<String> = lines
+                .iter()
+                .map(|l| format!("{} {} {}", rfc3339_ms(l.time_ms), l.call_id, l.text))
+                .collect();
+            let mut r = reply(&headers, 200, text.join("\n"));
+            r.body.logs = Some(Value::Array(
+                lines
+                    .iter()
+                    .map(|l| {
+                        serde_json::json!({
+                            "time": rfc3339_ms(l.time_ms),
+                            "call_id": l.call_id,
+                            "text": l.text,
+                        })
+                    })
+                    .collect(),
+            ));
+            r
+        }
+        Err(e) => error_reply(&headers, e),
     }
+}
+
+fn rfc3339_ms(ms: u64) -> String {
+    crate::containerd::humantime_rfc3339(
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms),
+    )
 }
 
 async fn healthz(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Reply {

@@ -27,6 +27,8 @@ pub const ENV_CONCURRENCY: &str = "WASMENGINE_CONCURRENCY";
 /// A directory (inside the container) of precompiled modules shared by functions: a module
 /// compiled once starts from its `.cwasm` in every later container.
 pub const ENV_CACHE_DIR: &str = "WASMENGINE_CACHE_DIR";
+/// Log lines a serving function (or each function of a group) keeps.
+pub const ENV_LOG_LINES: &str = "WASMENGINE_LOG_LINES";
 /// Where the engine mounts its module cache in function containers.
 pub const CACHE_DIR_IN_CONTAINER: &str = "/run/wasmengine-cache";
 

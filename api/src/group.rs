@@ -14,15 +14,18 @@
 //!   load replaces an earlier one), `400` with an [`InvokeError`](crate::invoke::InvokeError)
 //!   if the module or its configuration is refused.
 //! - `GET /functions/NAME` → `200` if loaded, `404` if not.
-//! - `DELETE /functions/NAME` → `200` (loaded or not).
+//! - `DELETE /functions/NAME` → `200` (loaded or not); with `?forget`, its log goes too.
 //! - `POST /invoke/NAME` with the args → as `POST /invoke` of a single function; `404` with
 //!   code `not_loaded` when NAME is not loaded (nothing ran).
+//! - `GET /logs/NAME?tail=N` → NAME's log, as `GET /logs` of a single function (kept while
+//!   the group runs, also while NAME is unloaded for being idle).
 
 use crate::function::{get_env, ConfigError, ENV_CONCURRENCY, ENV_MODE, ENV_SOCKET};
 
 pub const MODE_GROUP: &str = "group";
 pub const PATH_FUNCTIONS: &str = "/functions/";
 pub const PATH_INVOKE: &str = "/invoke/";
+pub const PATH_LOGS: &str = "/logs/";
 /// Largest load body a group reads: a module and its configuration.
 pub const MAX_LOAD_BYTES: usize = 256 << 20;
 
@@ -74,6 +77,10 @@ pub fn function_path(name: &str) -> String {
 
 pub fn invoke_path(name: &str) -> String {
     format!("{PATH_INVOKE}{name}")
+}
+
+pub fn logs_path(name: &str) -> String {
+    format!("{PATH_LOGS}{name}")
 }
 
 /// The body of a load: the function container's env entries (its configuration, as

@@ -3,12 +3,42 @@
 //!
 //! - `GET /ready` → `200 ready` once the module is loaded: the readiness signal.
 //! - `POST /invoke` with the args JSON (object or array) as body → `200` with the result
-//!   bytes as body, or an error status with an [`InvokeError`] JSON body.
+//!   bytes as body, or an error status with an [`InvokeError`] JSON body. The engine names
+//!   the call in [`HEADER_CALL_ID`]; the function's log lines of the call carry that id.
+//! - `GET /logs?tail=N` → the function's last N log lines (a JSON array of [`LogLine`],
+//!   oldest first): what WASI calls wrote to stderr, and every failed call's error.
 
 use serde::{Deserialize, Serialize};
 
 pub const PATH_READY: &str = "/ready";
 pub const PATH_INVOKE: &str = "/invoke";
+pub const PATH_LOGS: &str = "/logs";
+/// A call's id: sent with each invoke to the function, and returned to the REST client.
+pub const HEADER_CALL_ID: &str = "x-wasmengine-call-id";
+/// Log lines a function keeps when its container's env does not say
+/// ([`crate::function::ENV_LOG_LINES`]).
+pub const DEFAULT_LOG_LINES: usize = 1000;
+/// Longest log line kept (longer ones are cut).
+pub const MAX_LOG_LINE: usize = 4096;
+
+/// One line of a function's log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    /// When the call that wrote it ended, in milliseconds since the Unix epoch.
+    pub time_ms: u64,
+    /// The call's id ([`HEADER_CALL_ID`]), empty if the call came without one.
+    pub call_id: String,
+    pub text: String,
+}
+
+/// `?tail=N` of a logs request (all lines when absent or unreadable).
+pub fn tail_param(path: &str) -> Option<usize> {
+    let (_, query) = path.split_once('?')?;
+    query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("tail="))
+        .and_then(|n| n.parse().ok())
+}
 
 /// Why an invocation failed, as a stable code (the core's `CallError::code`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,5 +113,13 @@ mod tests {
             assert!(ErrorCode::from_code(name).is_some(), "{name}");
         }
         assert_eq!(ErrorCode::from_code("timeout").unwrap().http_status(), 504);
+    }
+
+    #[test]
+    fn tail_is_read_from_the_query() {
+        assert_eq!(tail_param("/logs?tail=5"), Some(5));
+        assert_eq!(tail_param("/logs/f?x=1&tail=2"), Some(2));
+        assert_eq!(tail_param("/logs"), None);
+        assert_eq!(tail_param("/logs?tail=many"), None);
     }
 }

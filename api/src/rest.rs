@@ -29,6 +29,14 @@ pub struct FunctionNameRequest {
     pub function_name: String,
 }
 
+/// `POST /function/logs`: the function's last `tail` log lines (all it keeps when absent).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogsRequest {
+    pub function_name: String,
+    #[serde(default)]
+    pub tail: Option<usize>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct InvokeRequest {
     pub function_name: String,
@@ -58,6 +66,9 @@ pub struct Response {
     /// `POST /function/query`: the function's details.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub function: Option<Value>,
+    /// `POST /function/logs`: the log lines, oldest first (`time`, `call_id`, `text`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs: Option<Value>,
 }
 
 impl Response {

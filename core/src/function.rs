@@ -243,39 +243,53 @@ impl Function {
     /// result text: a command's stdout (one trailing newline stripped), the string a
     /// string-ABI export returned, or a numeric export's results.
     pub fn call(&self, args: &Value) -> Result<String, CallError> {
+        self.call_capturing(args).0
+    }
+
+    /// [`Function::call`], and what a WASI command wrote to stderr (its last 64 KiB; empty
+    /// for the other kinds), for the function's log.
+    pub fn call_capturing(&self, args: &Value) -> (Result<String, CallError>, Vec<u8>) {
         match self.entry.kind {
             Kind::Command => {
-                let cap = self.limits.max_output_bytes;
-                let stdout = MemoryOutputPipe::new(cap.saturating_add(1));
                 let stderr = TailPipe::new(STDERR_KEEP);
-                let io = Io::Capture {
-                    stdout: stdout.clone(),
-                    stderr: stderr.clone(),
-                };
-                let status = self.run_start(&args::argv(args), io, None);
-                let err_text = stderr.contents();
-                if !err_text.is_empty() {
-                    tracing::info!(function = %self.name, "stderr: {}", String::from_utf8_lossy(&err_text).trim_end());
-                }
-                let out = stdout.contents();
-                if out.len() > cap {
-                    return Err(CallError::OutputTooLarge { limit: cap });
-                }
-                match status? {
-                    0 => {}
-                    status => {
-                        return Err(CallError::Exit {
-                            status,
-                            stderr: tail(&err_text),
-                        })
-                    }
-                }
-                let out = out.strip_suffix(b"\n").unwrap_or(&out);
-                Ok(String::from_utf8_lossy(out).into_owned())
+                let result = self.call_command(args, &stderr);
+                (result, stderr.contents())
             }
-            Kind::StringAbi => self.call_string(args::json_input(args).as_bytes()),
-            Kind::Numeric => self.call_numeric(args),
+            Kind::StringAbi => (
+                self.call_string(args::json_input(args).as_bytes()),
+                Vec::new(),
+            ),
+            Kind::Numeric => (self.call_numeric(args), Vec::new()),
         }
+    }
+
+    fn call_command(&self, args: &Value, stderr: &TailPipe) -> Result<String, CallError> {
+        let cap = self.limits.max_output_bytes;
+        let stdout = MemoryOutputPipe::new(cap.saturating_add(1));
+        let io = Io::Capture {
+            stdout: stdout.clone(),
+            stderr: stderr.clone(),
+        };
+        let status = self.run_start(&args::argv(args), io, None);
+        let err_text = stderr.contents();
+        if !err_text.is_empty() {
+            tracing::info!(function = %self.name, "stderr: {}", String::from_utf8_lossy(&err_text).trim_end());
+        }
+        let out = stdout.contents();
+        if out.len() > cap {
+            return Err(CallError::OutputTooLarge { limit: cap });
+        }
+        match status? {
+            0 => {}
+            status => {
+                return Err(CallError::Exit {
+                    status,
+                    stderr: tail(&err_text),
+                })
+            }
+        }
+        let out = out.strip_suffix(b"\n").unwrap_or(&out);
+        Ok(String::from_utf8_lossy(out).into_owned())
     }
 
     /// Runs a WASI command the way a container does: `argv` as given, stdio inherited from the

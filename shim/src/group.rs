@@ -18,23 +18,29 @@ use std::sync::{Arc, RwLock};
 
 use wasmengine_api::function::FunctionConfig;
 use wasmengine_api::group::{
-    decode_load, GroupConfig, MAX_LOAD_BYTES, PATH_FUNCTIONS, PATH_INVOKE,
+    decode_load, GroupConfig, MAX_LOAD_BYTES, PATH_FUNCTIONS, PATH_INVOKE, PATH_LOGS,
 };
 use wasmengine_api::invoke::{ErrorCode, PATH_READY};
 use wasmengine_core::{Function, Runtime};
 
+use crate::logs::Logs;
 use crate::server::{self, Request, Service, Slots};
 use crate::settings::{self, DEFAULT_CONCURRENCY};
 
 pub struct Group {
     runtime: Runtime,
     functions: RwLock<HashMap<String, Arc<Function>>>,
+    /// Each function's log: kept while the function is unloaded for being idle, dropped
+    /// when the engine deletes it.
+    logs: RwLock<HashMap<String, Arc<Logs>>>,
+    log_lines: usize,
 }
 
 /// A group server on its configured socket, until the process ends; `handle_tx` gets the
 /// engine's interrupt handle. The exit status.
 pub fn serve(
     config: &GroupConfig,
+    env: &[String],
     handle_tx: tokio::sync::oneshot::Sender<wasmengine_core::InterruptHandle>,
 ) -> i32 {
     let concurrency = config.concurrency.unwrap_or(DEFAULT_CONCURRENCY);
@@ -56,6 +62,8 @@ pub fn serve(
     let group = Arc::new(Group {
         runtime,
         functions: RwLock::new(HashMap::new()),
+        logs: RwLock::new(HashMap::new()),
+        log_lines: settings::log_lines(env),
     });
     match server::serve(group, listener, concurrency as usize) {
         Ok(()) => 0,
@@ -69,6 +77,18 @@ pub fn serve(
 impl Group {
     fn get(&self, name: &str) -> Option<Arc<Function>> {
         self.functions.read().unwrap().get(name).cloned()
+    }
+
+    fn logs(&self, name: &str) -> Arc<Logs> {
+        if let Some(l) = self.logs.read().unwrap().get(name) {
+            return l.clone();
+        }
+        self.logs
+            .write()
+            .unwrap()
+            .entry(name.to_string())
+            .or_insert_with(|| Arc::new(Logs::new(self.log_lines)))
+            .clone()
     }
 
     /// Compiles (or finds in the module cache) and prepares `name` from a load body.
@@ -133,14 +153,22 @@ impl Service for Group {
                 return server::error(ErrorCode::BadArgs, "args too large".into());
             }
             return match self.get(name) {
-                Some(f) => server::call(&f, &req.body, slots),
+                Some(f) => server::call(&f, req, slots, &self.logs(name)),
                 None => server::error(
                     ErrorCode::NotLoaded,
                     format!("function {name} is not loaded in this group"),
                 ),
             };
         }
-        if let Some(name) = req.path.strip_prefix(PATH_FUNCTIONS) {
+        if let Some(rest) = req.path.strip_prefix(PATH_LOGS) {
+            let name = rest.split('?').next().unwrap_or_default();
+            return match method {
+                "GET" => self.logs(name).answer(&req.path),
+                _ => (405, "text/plain", b"method not allowed".to_vec()),
+            };
+        }
+        if let Some(rest) = req.path.strip_prefix(PATH_FUNCTIONS) {
+            let (name, query) = rest.split_once('?').unwrap_or((rest, ""));
             return match method {
                 "PUT" => match self.load(name, &req.body) {
                     Ok(()) => ok(),
@@ -153,6 +181,10 @@ impl Service for Group {
                 "GET" => (404, "text/plain", b"not loaded".to_vec()),
                 "DELETE" => {
                     self.functions.write().unwrap().remove(name);
+                    // A delete (not an idle unload) forgets the log too.
+                    if query == "forget" {
+                        self.logs.write().unwrap().remove(name);
+                    }
                     ok()
                 }
                 _ => (405, "text/plain", b"method not allowed".to_vec()),

@@ -15,11 +15,13 @@
 //!   the shim writes;
 //! - [`group`]: group mode, one container and one engine serving many functions that the
 //!   engine loads into it;
+//! - [`logs`]: a function's log, a ring of its calls' stderr lines and errors;
 //! - [`server`]: the function server spoken to over a unix socket
 //!   (`wasmengine_api::invoke`);
 //! - [`settings`]: engine configuration and limits from the container's environment.
 
 pub mod group;
+pub mod logs;
 pub mod precompile;
 pub mod sandbox;
 pub mod server;

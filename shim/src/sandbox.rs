@@ -123,7 +123,7 @@ impl Job {
     fn run(self, handle_tx: oneshot::Sender<InterruptHandle>) -> i32 {
         own_proc_entries();
         if let Some(group) = &self.group {
-            return crate::group::serve(group, handle_tx);
+            return crate::group::serve(group, &self.env, handle_tx);
         }
         let config = FunctionConfig::from_env(&self.env);
         let module = match self.module {
@@ -302,8 +302,9 @@ fn serve(
             return cannot_load(format_args!("{e:#}"));
         }
     };
+    let logs = crate::logs::Logs::new(settings::log_lines(env));
     match server::serve(
-        Arc::new(server::Single(function)),
+        Arc::new(server::Single { function, logs }),
         listener,
         concurrency as usize,
     ) {

@@ -15,8 +15,12 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use wasmengine_api::invoke::{ErrorCode, InvokeError, PATH_INVOKE, PATH_READY};
+use wasmengine_api::invoke::{
+    ErrorCode, InvokeError, HEADER_CALL_ID, PATH_INVOKE, PATH_LOGS, PATH_READY,
+};
 use wasmengine_core::{CallError, Function};
+
+use crate::logs::Logs;
 
 /// Largest request head and body the server reads.
 const MAX_HEAD: usize = 16 << 10;
@@ -89,19 +93,30 @@ pub trait Service: Send + Sync + 'static {
     }
 }
 
-/// One function's server: `POST /invoke` calls it.
-pub struct Single(pub Function);
+/// One function's server: `POST /invoke` calls it, `GET /logs` reads its log.
+pub struct Single {
+    pub function: Function,
+    pub logs: Logs,
+}
 
 impl Service for Single {
     fn describe(&self) -> String {
-        format!("function {} ({})", self.0.name(), self.0.kind())
+        format!(
+            "function {} ({})",
+            self.function.name(),
+            self.function.kind()
+        )
     }
 
     fn respond(&self, req: &Request, slots: &Slots) -> (u16, &'static str, Vec<u8>) {
-        match (req.method.as_str(), req.path.as_str()) {
+        let path = req.path.split('?').next().unwrap_or_default();
+        match (req.method.as_str(), path) {
             ("GET", PATH_READY) => (200, "text/plain", b"ready".to_vec()),
-            ("POST", PATH_INVOKE) => call(&self.0, &req.body, slots),
-            (_, PATH_READY | PATH_INVOKE) => (405, "text/plain", b"method not allowed".to_vec()),
+            ("POST", PATH_INVOKE) => call(&self.function, req, slots, &self.logs),
+            ("GET", PATH_LOGS) => self.logs.answer(&req.path),
+            (_, PATH_READY | PATH_INVOKE | PATH_LOGS) => {
+                (405, "text/plain", b"method not allowed".to_vec())
+            }
             _ => (404, "text/plain", b"not found".to_vec()),
         }
     }
@@ -188,6 +203,8 @@ pub struct Request {
     pub method: String,
     pub path: String,
     pub body: Vec<u8>,
+    /// The engine's id for this call ([`HEADER_CALL_ID`]), empty if none.
+    pub call_id: String,
     close: bool,
 }
 
@@ -219,29 +236,43 @@ fn handle(
     Ok(())
 }
 
-/// Calls `function` with the JSON args in `body`, in a free slot.
-pub fn call(function: &Function, body: &[u8], slots: &Slots) -> (u16, &'static str, Vec<u8>) {
+/// Calls `function` with the JSON args of `req`, in a free slot; what the call wrote to
+/// stderr and its error, if it failed, go to `logs`.
+pub fn call(
+    function: &Function,
+    req: &Request,
+    slots: &Slots,
+    logs: &Logs,
+) -> (u16, &'static str, Vec<u8>) {
+    let body = &req.body;
     let args = if body.iter().all(u8::is_ascii_whitespace) {
         Ok(serde_json::Value::Null)
     } else {
         serde_json::from_slice(body)
     };
-    let result = match args {
+    let (result, stderr) = match args {
         // The call's timeout counts from its arrival: a call still waiting for a slot when
         // it runs out answers its timeout without running.
         Ok(args) => {
             let timeout = function.limits().timeout;
             slots
-                .run(timeout, || function.call(&args))
-                .unwrap_or(Err(CallError::Timeout(timeout)))
+                .run(timeout, || function.call_capturing(&args))
+                .unwrap_or((Err(CallError::Timeout(timeout)), Vec::new()))
         }
-        Err(e) => Err(CallError::BadArgs(format!("args are not JSON: {e}"))),
+        Err(e) => (
+            Err(CallError::BadArgs(format!("args are not JSON: {e}"))),
+            Vec::new(),
+        ),
     };
+    if !stderr.is_empty() {
+        logs.push(&req.call_id, &String::from_utf8_lossy(&stderr));
+    }
     match result {
         Ok(text) => (200, "text/plain; charset=utf-8", text.into_bytes()),
         Err(e) => {
             let code = ErrorCode::from_code(e.code()).unwrap_or(ErrorCode::Trap);
             log::info!("{}: {}", function.name(), e);
+            logs.push(&req.call_id, &format!("error: {}: {e}", e.code()));
             error(code, e.to_string())
         }
     }
@@ -280,8 +311,11 @@ fn read_request(reader: &mut impl BufRead, max_body: usize) -> anyhow::Result<Op
     parsed.parse(&head).context("malformed request")?;
     let mut length = 0usize;
     let mut close = parsed.version == Some(0);
+    let mut call_id = String::new();
     for h in parsed.headers.iter() {
-        if h.name.eq_ignore_ascii_case("content-length") {
+        if h.name.eq_ignore_ascii_case(HEADER_CALL_ID) {
+            call_id = String::from_utf8_lossy(&h.value[..h.value.len().min(64)]).into_owned();
+        } else if h.name.eq_ignore_ascii_case("content-length") {
             length = std::str::from_utf8(h.value)?.trim().parse()?;
         } else if h.name.eq_ignore_ascii_case("connection") {
             close = h.value.eq_ignore_ascii_case(b"close");
@@ -300,6 +334,7 @@ fn read_request(reader: &mut impl BufRead, max_body: usize) -> anyhow::Result<Op
         method: parsed.method.unwrap_or("").to_string(),
         path: parsed.path.unwrap_or("").to_string(),
         body,
+        call_id,
         close,
     }))
 }
@@ -366,7 +401,7 @@ mod framing_props {
             let (got, err) = parse_all(&wire);
             prop_assert!(err.is_none(), "{:?}", err);
             let want: Vec<Request> = reqs.into_iter().map(|(m, p, body, close)| Request {
-                method: m.to_string(), path: p, body, close,
+                method: m.to_string(), path: p, body, call_id: String::new(), close,
             }).collect();
             prop_assert_eq!(got, want);
         }

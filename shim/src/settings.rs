@@ -65,6 +65,13 @@ pub fn serve_spec(config: &FunctionConfig, env: &[String]) -> FunctionSpec {
     }
 }
 
+/// Log lines a serving function keeps ([`wasmengine_api::function::ENV_LOG_LINES`]).
+pub fn log_lines(env: &[String]) -> usize {
+    wasmengine_api::function::get_env(env, wasmengine_api::function::ENV_LOG_LINES)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(wasmengine_api::invoke::DEFAULT_LOG_LINES)
+}
+
 /// A command container runs as long as it runs and uses the memory its cgroup allows,
 /// unless the environment sets limits.
 pub fn command_base_limits() -> Limits {

@@ -249,11 +249,12 @@ impl Functions {
         }
     }
 
-    /// Unloads `name` from `group` (idle, or deleted); a group that is not running holds
-    /// nothing anyway.
-    pub(super) async fn unload_from_group(&self, name: &str, group: &str) {
+    /// Unloads `name` from `group` (idle; with `forget`, deleted: its log goes too); a group
+    /// that is not running holds nothing anyway.
+    pub(super) async fn unload_from_group(&self, name: &str, group: &str, forget: bool) {
         let probe = Invoker::in_pool(self.group_pool(group), "", 64, 1);
-        let _ = probe.send("DELETE", &function_path(name), b"").await;
+        let path = function_path(name) + if forget { "?forget" } else { "" };
+        let _ = probe.send("DELETE", &path, b"").await;
     }
 
     /// Stops `group`'s task when every function in it is idle (unloaded): an idle group

@@ -98,7 +98,7 @@ impl Functions {
         if let Some(group) = &handle.group {
             std::fs::write(self.marker(name), b"")
                 .map_err(|e| ApiError::internal(format!("mark {name} idle: {e}")))?;
-            self.unload_from_group(name, group).await;
+            self.unload_from_group(name, group, false).await;
             self.metrics.scaled_to_zero(name);
             tracing::info!("function {name}: no call for {period:?}, unloaded from {group}");
             drop(_slots);

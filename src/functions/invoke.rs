@@ -57,9 +57,10 @@ impl Functions {
     }
 
     /// Calls the function with `args`; the result text.
-    pub async fn invoke(&self, name: &str, args: &[u8]) -> ApiResult<String> {
+    /// Calls the function with `args`; `call_id` names the call in the function's log.
+    pub async fn invoke(&self, name: &str, args: &[u8], call_id: &str) -> ApiResult<String> {
         let start = Instant::now();
-        let r = self.invoke_inner(name, args).await;
+        let r = self.invoke_inner(name, args, call_id).await;
         if r.is_ok() {
             self.touch(name);
         }
@@ -74,7 +75,12 @@ impl Functions {
         r.map_err(|(e, _)| e)
     }
 
-    async fn invoke_inner(&self, name: &str, args: &[u8]) -> Result<String, (ApiError, String)> {
+    async fn invoke_inner(
+        &self,
+        name: &str,
+        args: &[u8],
+        call_id: &str,
+    ) -> Result<String, (ApiError, String)> {
         let handle = self
             .handle(name)
             .await
@@ -83,7 +89,7 @@ impl Functions {
         loop {
             let call = tokio::time::timeout(
                 handle.call_timeout,
-                handle.invoker.invoke(args, handle.timeout),
+                handle.invoker.invoke_as(args, handle.timeout, call_id),
             )
             .await;
             let failure = match call {

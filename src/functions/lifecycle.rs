@@ -199,7 +199,7 @@ impl Functions {
         };
         let group = container.labels.get(groups::LABEL_GROUP);
         match group {
-            Some(group) => self.unload_from_group(name, group).await,
+            Some(group) => self.unload_from_group(name, group, true).await,
             None => self.ctd.stop_task(name, STOP_GRACE).await?,
         }
         self.ctd.delete_container(name).await?;

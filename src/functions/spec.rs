@@ -72,6 +72,10 @@ impl Functions {
                 env.insert(k.to_string(), v.to_string());
             }
         }
+        env.insert(
+            wasmengine_api::function::ENV_LOG_LINES.into(),
+            self.defaults.log_lines.to_string(),
+        );
         let env: Vec<String> = env.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
         let per_call = req.limits.memory_limit_mb.unwrap_or(DEFAULT_MEMORY_MB);
         let cgroup_memory = (per_call * u64::from(self.defaults.concurrency) + 128) * 1024 * 1024;
@@ -110,7 +114,15 @@ impl Functions {
             &self.ctd.namespace,
             // Not a path: the shim finds no module file to precompile for it.
             json!(["wasmengine-group"]),
-            config.to_env(),
+            config
+                .to_env()
+                .into_iter()
+                .chain([format!(
+                    "{}={}",
+                    wasmengine_api::function::ENV_LOG_LINES,
+                    self.defaults.log_lines
+                )])
+                .collect(),
             json!({ groups::LABEL_GROUP_SERVER: group }),
             socket_dir,
             None,

@@ -1,4 +1,4 @@
-//! `wasm_engine fn …` against a running engine: deploy → invoke → list → query → delete, with
+//! `wasm_engine fn …` against a running engine: deploy → invoke → list → query → logs → delete, with
 //! readable output and `--json`, an error status as a non-zero exit, and the bearer token.
 
 use std::process::{Command, Output};
@@ -107,12 +107,26 @@ fn the_cli_deploys_invokes_lists_queries_and_deletes() {
     let o = cli(&e, t, &["invoke", "gcd", "--args", "not json"]);
     assert_eq!(o.status.code(), Some(2));
 
+    // A failed call is in the function's log, with its error.
+    let o = cli(&e, t, &["invoke", "gcd", "--args", "[1]"]);
+    assert_eq!(o.status.code(), Some(1));
+    let log = ok(cli(&e, t, &["logs", "gcd", "--tail", "5"]));
+    assert!(log.contains("error: bad_args"), "{log}");
+    let v: Value = serde_json::from_str(&ok(cli(&e, t, &["logs", "gcd", "--json"]))).unwrap();
+    assert!(
+        v[0]["text"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("error: bad_args"),
+        "{v}"
+    );
+
     let out = ok(cli(&e, t, &["delete", "gcd"]));
     assert!(out.contains("delete function gcd successfully"), "{out}");
     assert_eq!(cli(&e, t, &["query", "gcd"]).status.code(), Some(1));
 
     // Every command's help shows an example.
-    for cmd in ["deploy", "invoke", "list", "query", "delete"] {
+    for cmd in ["deploy", "invoke", "list", "query", "delete", "logs"] {
         let help = ok(cli(&e, None, &[cmd, "--help"]));
         assert!(help.contains("Example:"), "{cmd}: {help}");
     }
