@@ -28,6 +28,8 @@ SAMPLES=(
     "echo-string-wasi|wasi|echo-string-wasi/c/main.c"
     "gcd|num|gcd/c/gcd.c"
     "gcd-wasi|wasi|gcd-wasi/c/main.c common/c/json.c"
+    # Functions calling functions (the wasmengine.call import): relay → chain → echo-string.
+    "relay|wasi|chain/c/relay.c"
     # The same sources laid out as rustc lays out wasm32 modules: the stack first, 1 MiB of
     # it, data and heap above, 17 pages of initial memory. What real functions cost per call.
     "authentication-rl|abi-rl|authentication/c/authentication.c common/c/auth.c common/c/json.c common/c/md5.c"
@@ -42,6 +44,7 @@ RUSTC_LAYOUT=(-Wl,--stack-first -Wl,-z,stack-size=1048576 -Wl,--initial-memory=1
 # WAT samples: name|source. The memoryless gcd: nothing in an instance to reset.
 WAT=(
     "gcd-nomem|gcd/wat/gcd.wat"
+    "chain|chain/wat/chain.wat"
 )
 
 # Rust crates: name|crate dir|target

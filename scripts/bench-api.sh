@@ -3,7 +3,8 @@
 # string-ABI function with a one-page memory (authentication), the same built with rustc's
 # layout (authentication-rl) and a WASI one (authentication-wasi): 1 connection (latency
 # p50/p99) and 64 connections (req/s), DURATION each, beside the engine's own 404 route in the
-# same run (the HTTP stack with no work), printed as ratios; then deploy → first result for an
+# same run (the HTTP stack with no work), printed as ratios; a function calling another
+# (`chain` → `echo-string`) beside the callee called directly; then deploy → first result for an
 # image containerd already holds (median of 9); then the same into a running group
 # (`--group-size`), and from a loopback registry (Debian's docker-registry), each a
 # container of its own and into a group.
@@ -71,6 +72,36 @@ LUA
   ratios+=("$(echo "$out" | rps | awk -v b="$base" -v f="$fn" '{printf "%s at 64 connections: %.0f req/s = %.2f x the 404 route (%.0f req/s)", f, $1, $1 / b, b}')")
 done
 printf '%s\n' "${ratios[@]}"
+
+# One chained call beside a direct one: `chain` (WAT) calls `echo-string` through the engine
+# (wasmengine.call); `echo-string` called directly does the same work minus the hop.
+for name in echo-string chain; do
+  "$release/wasm_engine" image build "build/apps/$name.wasm" -t "localhost/$name:bench" \
+    --data-dir "$dir/store" --import --containerd-address "$dir/containerd/containerd.sock" \
+    --namespace bench >/dev/null
+done
+curl -sf -XPOST "$url/function/deploy" \
+  -d '{"function_name":"echo-string","function_image":"localhost/echo-string:bench","wasi_cap":false}' >/dev/null
+curl -sf -XPOST "$url/function/deploy" \
+  -d '{"function_name":"chain","function_image":"localhost/chain:bench","wasi_cap":false,"calls":["echo-string"]}' >/dev/null
+chained=()
+for fn in echo-string chain; do
+  cat >"$dir/$fn.lua" <<LUA
+wrk.method = "POST"
+wrk.body = '{"function_name":"$fn","args":{"user":"alice","n":42}}'
+wrk.headers["Content-Type"] = "application/json"
+LUA
+  curl -sf -XPOST "$url/function/invoke" -d "{\"function_name\":\"$fn\",\"args\":{\"user\":\"alice\",\"n\":42}}"; echo
+  echo "== $fn: 1 connection, $DURATION"
+  one=$(wrk -t1 -c1 -d"$DURATION" --latency -s "$dir/$fn.lua" "$url/function/invoke")
+  echo "$one" | grep -E "^\s+(50|99)%|Requests/sec|Non-2xx"
+  echo "== $fn: 64 connections, $DURATION"
+  many=$(wrk -t2 -c64 -d"$DURATION" --latency -s "$dir/$fn.lua" "$url/function/invoke")
+  echo "$many" | grep -E "^\s+(50|99)%|Requests/sec|Non-2xx"
+  chained+=("$fn: p50 at 1 connection $(echo "$one" | awk '$1 == "50%" {print $2}'), $(echo "$many" | rps) req/s at 64")
+done
+echo "direct vs one chained call:"
+printf '  %s\n' "${chained[@]}"
 
 # deploy -> first result for functions PREFIX1..PREFIX9 of IMAGE (IMAGE1..IMAGE9 with
 # PER=1): one curl for both requests (one connection, no process start between them), the

@@ -110,6 +110,11 @@ pub struct ServeArgs {
     #[arg(long, env = "WASMENGINE_FUNCTION_LOG_LINES", default_value_t = 1000)]
     pub function_log_lines: u32,
 
+    /// How deep functions' calls to other functions may nest (a REST invoke is depth 0);
+    /// a call beyond it answers 508 `call_depth` to its caller.
+    #[arg(long, env = "WASMENGINE_MAX_CALL_DEPTH", default_value_t = wasmengine_api::invoke::DEFAULT_MAX_CALL_DEPTH)]
+    pub max_call_depth: u32,
+
     /// Tasks created at once (deploys and restarts together); more wait their turn.
     #[arg(long, env = "WASMENGINE_PARALLEL_STARTS", default_value_t = 8)]
     pub parallel_starts: usize,

@@ -8,6 +8,7 @@
 //!   process, one wasmtime engine per group).
 //! - `invoke`: one call over the function's socket (or its group's); a task found dead is
 //!   restarted once.
+//! - `nested`: a function's calls to other functions, checked and run as invokes.
 //! - `lifecycle`: restarts (on a call, or for every function at engine start) and delete.
 //! - `idle`: functions not called for their idle period are scaled to zero.
 //! - `logs`: a function's log, read from its task (or its group's).
@@ -41,11 +42,13 @@ mod info;
 mod invoke;
 mod lifecycle;
 mod logs;
+mod nested;
 mod spec;
 
 pub use info::FunctionInfo;
 
 use lifecycle::function_owned_dir;
+use nested::calls_of;
 use spec::labels;
 pub use spec::FUNCTION_UID;
 
@@ -57,6 +60,8 @@ pub const LABEL_EXPORT: &str = "io.wasmengine.export";
 pub const LABEL_LIMITS: &str = "io.wasmengine.limits";
 pub const LABEL_SOCKET: &str = "io.wasmengine.socket";
 pub const LABEL_IDLE_TIMEOUT: &str = "io.wasmengine.idle-timeout-secs";
+/// The functions a function may call (`calls` of its deploy), comma-separated.
+pub const LABEL_CALLS: &str = "io.wasmengine.calls";
 
 /// How long a new task may take to answer its first ping.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -68,6 +73,8 @@ const LEASE_TTL: Duration = Duration::from_secs(3600);
 const DEFAULT_TIMEOUT_MS: u64 = 10_000;
 const DEFAULT_MEMORY_MB: u64 = 256;
 const DEFAULT_MAX_OUTPUT_BYTES: u64 = 1 << 20;
+/// Most functions one deploy may list in `calls`.
+const MAX_CALLEES: usize = 64;
 /// Environment names that carry a function's configuration to the shim.
 const RESERVED_ENV_PREFIX: &str = "WASMENGINE_";
 
@@ -89,6 +96,8 @@ pub struct FunctionDefaults {
     pub group_concurrency: u32,
     /// Log lines each function keeps (in its task).
     pub log_lines: u32,
+    /// How deep calls between functions may nest.
+    pub max_call_depth: u32,
 }
 
 pub struct Functions {
@@ -120,6 +129,8 @@ struct Handle {
     restart: tokio::sync::Mutex<()>,
     /// The group that serves the function, if it is grouped.
     group: Option<String>,
+    /// The functions it may call.
+    calls: Vec<String>,
 }
 
 /// How long each stage of a deploy (or a task start) took, for the debug log.

@@ -7,8 +7,10 @@
 //! connection is checked before a request goes out on it, and a request that went out is
 //! never sent again.
 
+use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,13 +19,40 @@ use tokio::sync::Semaphore;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
-use wasmengine_api::invoke::{ErrorCode, InvokeError, HEADER_CALL_ID, PATH_INVOKE, PATH_READY};
+use wasmengine_api::invoke::{
+    ErrorCode, InvokeError, HEADER_CALLEE, HEADER_CALL_ID, HEADER_STATUS, HEADER_TIME_LEFT,
+    PATH_ANSWER, PATH_INVOKE, PATH_READY, STATUS_CALL,
+};
 
 /// Idle connections kept per function (more callers than this open short-lived ones).
 const MAX_IDLE: usize = 128;
 const MAX_HEAD: usize = 16 << 10;
 /// Room in an answer beyond the result cap: an error's JSON, a command's stderr tail.
 pub const ANSWER_MARGIN: usize = 64 << 10;
+
+/// Largest args of a function's call to another function.
+const MAX_CALL_ARGS: usize = 16 << 20;
+
+/// Runs the calls a function makes to other functions (`102 Call`) during one of its calls.
+pub trait Nested: Sync {
+    /// The answer to a call of `callee` with `args`: status and body.
+    fn call<'a>(
+        &'a self,
+        callee: String,
+        args: Vec<u8>,
+    ) -> Pin<Box<dyn Future<Output = (u16, Vec<u8>)> + Send + 'a>>;
+}
+
+/// What a call carries beyond its args.
+#[derive(Default, Clone, Copy)]
+pub struct CallContext<'a> {
+    /// Names the call in the function's log ([`HEADER_CALL_ID`]); empty: unnamed.
+    pub call_id: &'a str,
+    /// A bound below the function's own timeout (its caller's time left).
+    pub time_left: Option<Duration>,
+    /// Where the function's calls to other functions go (none: refused).
+    pub nested: Option<&'a dyn Nested>,
+}
 
 /// Kept-alive connections to one socket, shared by every function served behind it (one
 /// function's, or a group's).
@@ -152,6 +181,20 @@ impl Invoker {
         patience: Duration,
         call_id: &str,
     ) -> Result<(u16, Vec<u8>), CallFailure> {
+        let cx = CallContext {
+            call_id,
+            ..CallContext::default()
+        };
+        self.invoke_in(args, patience, cx).await
+    }
+
+    /// [`Invoker::invoke`] with everything a call may carry ([`CallContext`]).
+    pub async fn invoke_in(
+        &self,
+        args: &[u8],
+        patience: Duration,
+        cx: CallContext<'_>,
+    ) -> Result<(u16, Vec<u8>), CallFailure> {
         let _permit = match self.slots.try_acquire() {
             Ok(p) => p,
             Err(_) => {
@@ -175,12 +218,16 @@ impl Invoker {
                 }
             }
         };
-        let header = if call_id.is_empty() {
-            String::new()
-        } else {
-            format!("{HEADER_CALL_ID}: {call_id}\r\n")
-        };
-        let (status, body) = self.request("POST", &self.path, &header, args).await?;
+        let mut header = String::new();
+        if !cx.call_id.is_empty() {
+            header += &format!("{HEADER_CALL_ID}: {}\r\n", cx.call_id);
+        }
+        if let Some(left) = cx.time_left {
+            header += &format!("{HEADER_TIME_LEFT}: {}\r\n", left.as_millis());
+        }
+        let (status, body) = self
+            .request("POST", &self.path, &header, args, cx.nested)
+            .await?;
         if status == 404 && is_not_loaded(&body) {
             return Err(CallFailure::NotLoaded);
         }
@@ -194,7 +241,7 @@ impl Invoker {
         path: &str,
         body: &[u8],
     ) -> Result<(u16, Vec<u8>), CallFailure> {
-        self.request(method, path, "", body).await
+        self.request(method, path, "", body, None).await
     }
 
     /// Whether the function answers `GET /ready` (on a fresh connection).
@@ -205,7 +252,7 @@ impl Invoker {
                 matches!(
                     tokio::time::timeout(
                         Duration::from_secs(2),
-                        exchange(&mut conn, "GET", PATH_READY, "", b"", 64)
+                        exchange(&mut conn, "GET", PATH_READY, "", b"", 64, None)
                     )
                     .await,
                     Ok(Ok((200, _, _)))
@@ -221,6 +268,7 @@ impl Invoker {
         path: &str,
         headers: &str,
         body: &[u8],
+        nested: Option<&dyn Nested>,
     ) -> Result<(u16, Vec<u8>), CallFailure> {
         let mut conn = match self.take_idle() {
             Some(conn) => conn,
@@ -231,9 +279,17 @@ impl Invoker {
             ),
         };
         // From here on the request may have reached the function: a failure is final.
-        let (status, body, keep) = exchange(&mut conn, method, path, headers, body, self.max_body)
-            .await
-            .map_err(CallFailure::Broken)?;
+        let (status, body, keep) = exchange(
+            &mut conn,
+            method,
+            path,
+            headers,
+            body,
+            self.max_body,
+            nested,
+        )
+        .await
+        .map_err(CallFailure::Broken)?;
         if keep {
             self.put_back(conn);
         }
@@ -270,6 +326,7 @@ fn is_not_loaded(body: &[u8]) -> bool {
 }
 
 /// One request/response on `conn`: status, body, and whether the connection stays open.
+/// The function's calls to other functions on the way (`102 Call`) go to `nested`.
 async fn exchange(
     conn: &mut BufReader<UnixStream>,
     method: &str,
@@ -277,15 +334,57 @@ async fn exchange(
     headers: &str,
     body: &[u8],
     max_body: usize,
+    nested: Option<&dyn Nested>,
 ) -> io::Result<(u16, Vec<u8>, bool)> {
+    write_request(conn, method, path, headers, body).await?;
+    loop {
+        let (status, headers, length) = read_head(conn).await?;
+        if status == STATUS_CALL {
+            let callee = headers.callee.unwrap_or_default();
+            let args = read_body(conn, length, MAX_CALL_ARGS).await?;
+            let (status, answer) = match nested {
+                Some(n) => n.call(callee, args).await,
+                None => (
+                    501,
+                    serde_json::json!({"code": "unsupported",
+                        "message": "calls to other functions are not available here"})
+                    .to_string()
+                    .into_bytes(),
+                ),
+            };
+            let head = format!("{HEADER_STATUS}: {status}\r\n");
+            write_request(conn, "PUT", PATH_ANSWER, &head, &answer).await?;
+            continue;
+        }
+        let body = read_body(conn, length, max_body).await?;
+        return Ok((status, body, headers.keep));
+    }
+}
+
+async fn write_request(
+    conn: &mut BufReader<UnixStream>,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &[u8],
+) -> io::Result<()> {
     let mut out = format!(
         "{method} {path} HTTP/1.1\r\nhost: function\r\n{headers}content-length: {}\r\n\r\n",
         body.len()
     )
     .into_bytes();
     out.extend_from_slice(body);
-    conn.get_mut().write_all(&out).await?;
+    conn.get_mut().write_all(&out).await
+}
 
+/// What the engine reads of an answer's head beyond status and length.
+struct Head {
+    keep: bool,
+    callee: Option<String>,
+}
+
+/// An answer's head: status, headers, body length.
+async fn read_head(conn: &mut BufReader<UnixStream>) -> io::Result<(u16, Head, usize)> {
     let mut head = Vec::with_capacity(256);
     loop {
         let room = (MAX_HEAD + 1).saturating_sub(head.len()) as u64;
@@ -310,7 +409,11 @@ async fn exchange(
     let status = resp.code.unwrap_or(0);
     let mut length = 0usize;
     let mut keep = true;
+    let mut callee = None;
     for h in resp.headers.iter() {
+        if h.name.eq_ignore_ascii_case(HEADER_CALLEE) {
+            callee = Some(String::from_utf8_lossy(h.value).trim().to_string());
+        }
         if h.name.eq_ignore_ascii_case("content-length") {
             length = std::str::from_utf8(h.value)
                 .ok()
@@ -320,6 +423,15 @@ async fn exchange(
             keep = !h.value.eq_ignore_ascii_case(b"close");
         }
     }
+    Ok((status, Head { keep, callee }, length))
+}
+
+/// A body of `length` bytes, refused when over `max_body` (never allocated up front).
+async fn read_body(
+    conn: &mut BufReader<UnixStream>,
+    length: usize,
+    max_body: usize,
+) -> io::Result<Vec<u8>> {
     if length > max_body {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
@@ -337,7 +449,7 @@ async fn exchange(
             "function closed the connection mid-answer",
         ));
     }
-    Ok((status, body, keep))
+    Ok(body)
 }
 
 #[cfg(test)]

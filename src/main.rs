@@ -69,6 +69,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             parallel_starts: args.parallel_starts,
             group_size: args.group_size,
             log_lines: args.function_log_lines,
+            max_call_depth: args.max_call_depth,
             group_concurrency: args.group_concurrency.max(1),
             image_caps: SizeCaps {
                 compressed: args.max_image_bytes,

@@ -7,12 +7,36 @@
 //!   the call in [`HEADER_CALL_ID`]; the function's log lines of the call carry that id.
 //! - `GET /logs?tail=N` → the function's last N log lines (a JSON array of [`LogLine`],
 //!   oldest first): what WASI calls wrote to stderr, and every failed call's error.
+//!
+//! A call to another function (the `wasmengine.call` import, see `wasmengine_core::callout`)
+//! goes back over the connection its own invoke came on: while the invoke is in flight, the
+//! function server writes an interim answer `HTTP/1.1 102 Call` with the callee's name in
+//! [`HEADER_CALLEE`] and the args as its body; the engine runs the callee (its `calls` list,
+//! the depth limit, the caller's deadline) and writes the callee's answer back as a request
+//! `PUT /answer` with the status in [`HEADER_STATUS`] and the result (or an error JSON) as its
+//! body; then it reads on, for another `102` or the invoke's final answer. The connection
+//! belongs to the call, so the engine knows who calls without any token.
 
 use serde::{Deserialize, Serialize};
 
 pub const PATH_READY: &str = "/ready";
 pub const PATH_INVOKE: &str = "/invoke";
 pub const PATH_LOGS: &str = "/logs";
+/// The engine's answer to a `102 Call` (see the module's doc).
+pub const PATH_ANSWER: &str = "/answer";
+/// The interim status of a call to another function.
+pub const STATUS_CALL: u16 = 102;
+/// The function a `102 Call` calls.
+pub const HEADER_CALLEE: &str = "x-wasmengine-callee";
+/// The callee's status in a `PUT /answer`.
+pub const HEADER_STATUS: &str = "x-wasmengine-status";
+/// Milliseconds the call may still run: sent with the invoke of a callee, whose own timeout
+/// then ends no later than its caller's deadline.
+pub const HEADER_TIME_LEFT: &str = "x-wasmengine-time-left-ms";
+/// How deep calls may nest by default (a REST invoke is depth 0).
+pub const DEFAULT_MAX_CALL_DEPTH: u32 = 8;
+/// Longest callee name a function may ask for.
+pub const MAX_CALLEE_NAME: usize = 128;
 /// A call's id: sent with each invoke to the function, and returned to the REST client.
 pub const HEADER_CALL_ID: &str = "x-wasmengine-call-id";
 /// Log lines a function keeps when its container's env does not say

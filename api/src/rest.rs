@@ -22,6 +22,10 @@ pub struct DeployRequest {
     /// until its next call; 0 never. Absent: the engine's default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_timeout_secs: Option<u64>,
+    /// The deployed functions this one may call through the `wasmengine.call` import; a
+    /// call to any other is refused (403 `call_refused`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub calls: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

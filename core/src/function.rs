@@ -26,6 +26,7 @@ use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, Wasi
 use crate::args;
 use crate::blocking::GuestClock;
 use crate::cache::LoadSource;
+use crate::callout::{CallOptions, Callout};
 use crate::config::Limits;
 use crate::error::CallError;
 use crate::kind::{Entry, Kind};
@@ -54,6 +55,8 @@ pub(crate) struct CallState {
     guard: Guard,
     /// Origin of the guest's monotonic clock ([`crate::blocking::GuestClock`]).
     clock_origin: Instant,
+    /// Where the call's own calls to other functions go ([`crate::callout`]).
+    callout: Option<Arc<dyn Callout>>,
 }
 
 /// The per-call state a component's store carries.
@@ -104,6 +107,10 @@ impl CallState {
 
     pub(crate) fn guard(&self) -> &Guard {
         &self.guard
+    }
+
+    pub(crate) fn callout(&self) -> Option<&Arc<dyn Callout>> {
+        self.callout.as_ref()
     }
 
     /// The guest's monotonic clock now, in nanoseconds.
@@ -249,28 +256,49 @@ impl Function {
     /// [`Function::call`], and what a WASI command wrote to stderr (its last 64 KiB; empty
     /// for the other kinds), for the function's log.
     pub fn call_capturing(&self, args: &Value) -> (Result<String, CallError>, Vec<u8>) {
-        match self.entry.kind {
+        self.call_with(args, &CallOptions::default())
+    }
+
+    /// [`Function::call_capturing`] with a shorter deadline and a route for the function's
+    /// calls to other functions ([`CallOptions`]).
+    pub fn call_with(
+        &self,
+        args: &Value,
+        opts: &CallOptions,
+    ) -> (Result<String, CallError>, Vec<u8>) {
+        let (result, stderr) = match self.entry.kind {
             Kind::Command => {
                 let stderr = TailPipe::new(STDERR_KEEP);
-                let result = self.call_command(args, &stderr);
+                let result = self.call_command(args, &stderr, opts);
                 (result, stderr.contents())
             }
             Kind::StringAbi => (
-                self.call_string(args::json_input(args).as_bytes()),
+                self.string_call(args::json_input(args).as_bytes(), opts),
                 Vec::new(),
             ),
-            Kind::Numeric => (self.call_numeric(args), Vec::new()),
-        }
+            Kind::Numeric => (self.call_numeric(args, opts), Vec::new()),
+        };
+        // A deadline shorter than the function's own is the one a timeout names.
+        let result = match (result, opts.timeout) {
+            (Err(CallError::Timeout(own)), Some(t)) if t < own => Err(CallError::Timeout(t)),
+            (r, _) => r,
+        };
+        (result, stderr)
     }
 
-    fn call_command(&self, args: &Value, stderr: &TailPipe) -> Result<String, CallError> {
+    fn call_command(
+        &self,
+        args: &Value,
+        stderr: &TailPipe,
+        opts: &CallOptions,
+    ) -> Result<String, CallError> {
         let cap = self.limits.max_output_bytes;
         let stdout = MemoryOutputPipe::new(cap.saturating_add(1));
         let io = Io::Capture {
             stdout: stdout.clone(),
             stderr: stderr.clone(),
         };
-        let status = self.run_start(&args::argv(args), io, None);
+        let status = self.run_start(&args::argv(args), io, None, opts);
         let err_text = stderr.contents();
         if !err_text.is_empty() {
             tracing::info!(function = %self.name, "stderr: {}", String::from_utf8_lossy(&err_text).trim_end());
@@ -302,12 +330,16 @@ impl Function {
                 self.name, self.entry.kind
             )));
         }
-        self.run_start(argv, Io::Inherit, root)
+        self.run_start(argv, Io::Inherit, root, &CallOptions::default())
     }
 
     /// Calls a string-ABI export with raw input bytes.
     pub fn call_string(&self, input: &[u8]) -> Result<String, CallError> {
-        let (mut store, instance) = self.instantiate(self.quiet_wasi())?;
+        self.string_call(input, &CallOptions::default())
+    }
+
+    fn string_call(&self, input: &[u8], opts: &CallOptions) -> Result<String, CallError> {
+        let (mut store, instance) = self.instantiate(self.quiet_wasi(), opts)?;
         let memory = self
             .module_exports()?
             .memory
@@ -356,12 +388,12 @@ impl Function {
             .map_err(|e| CallError::BadOutput(format!("result is not UTF-8: {e}")))
     }
 
-    fn call_numeric(&self, args: &Value) -> Result<String, CallError> {
+    fn call_numeric(&self, args: &Value, opts: &CallOptions) -> Result<String, CallError> {
         let values = args::numeric_params(args, &self.params, &self.entry.export, &self.signature)?;
         if let Some(pool) = &self.warm {
-            return self.call_warm(pool, &values);
+            return self.call_warm(pool, &values, opts);
         }
-        let (mut store, instance) = self.instantiate(self.quiet_wasi())?;
+        let (mut store, instance) = self.instantiate(self.quiet_wasi(), opts)?;
         let func = self.entry_func(&mut store, &instance)?;
         // The common shape `(i32, i32) -> i32` (gcd and friends) through a typed call, which
         // skips the dynamic type checks and boxing of an untyped one.
@@ -380,11 +412,16 @@ impl Function {
     }
 
     /// A numeric call of a stateless module on a kept instance (or a new one, kept after).
-    fn call_warm(&self, pool: &WarmPool, values: &[Val]) -> Result<String, CallError> {
+    fn call_warm(
+        &self,
+        pool: &WarmPool,
+        values: &[Val],
+        opts: &CallOptions,
+    ) -> Result<String, CallError> {
         let mut warm = match pool.take() {
             Some(w) => w,
             None => {
-                let (mut store, instance) = self.instantiate(None)?;
+                let (mut store, instance) = self.instantiate(None, &CallOptions::default())?;
                 let func = self.entry_func(&mut store, &instance)?;
                 let typed = func.typed::<(i32, i32), i32>(&store).ok();
                 Warm {
@@ -400,7 +437,7 @@ impl Function {
         if guard.is_interrupted() {
             return Err(self.classify(InterruptHit.into()));
         }
-        guard.deadline = Instant::now().checked_add(self.limits.timeout);
+        guard.deadline = Instant::now().checked_add(self.timeout(opts));
         warm.store.set_epoch_deadline(1);
         if self.fuel_metered {
             warm.store
@@ -423,7 +460,13 @@ impl Function {
         out.map_err(|e| self.classify(e))
     }
 
-    fn run_start(&self, argv: &[String], io: Io, root: Option<&Path>) -> Result<i32, CallError> {
+    fn run_start(
+        &self,
+        argv: &[String],
+        io: Io,
+        root: Option<&Path>,
+        opts: &CallOptions,
+    ) -> Result<i32, CallError> {
         let (mut b, origin) = self.wasi_builder();
         b.args(argv);
         match io {
@@ -441,9 +484,9 @@ impl Function {
                 })?;
         }
         if let Code::Component(pre) = &self.code {
-            return self.run_component(pre, b.build());
+            return self.run_component(pre, b.build(), opts);
         }
-        let (mut store, instance) = self.instantiate(Some((b.build_p1(), origin)))?;
+        let (mut store, instance) = self.instantiate(Some((b.build_p1(), origin)), opts)?;
         let start = self
             .entry_func(&mut store, &instance)?
             .typed::<(), ()>(&store)
@@ -457,11 +500,12 @@ impl Function {
         &self,
         pre: &CommandPre<ComponentState>,
         ctx: WasiCtx,
+        opts: &CallOptions,
     ) -> Result<i32, CallError> {
         let state = ComponentState {
             ctx,
             table: ResourceTable::new(),
-            guard: self.guard(),
+            guard: self.guard(opts),
         };
         let mut store = Store::new(pre.engine(), state);
         self.arm(&mut store, |s| &mut s.guard)
@@ -503,6 +547,7 @@ impl Function {
     fn instantiate(
         &self,
         wasi: Option<(WasiP1Ctx, Instant)>,
+        opts: &CallOptions,
     ) -> Result<(Store<CallState>, Instance), CallError> {
         let Code::Module { pre, .. } = &self.code else {
             return Err(self.not_a_module());
@@ -513,8 +558,9 @@ impl Function {
         };
         let state = CallState {
             wasi,
-            guard: self.guard(),
+            guard: self.guard(opts),
             clock_origin,
+            callout: opts.callout.clone(),
         };
         let mut store = Store::new(pre.module().engine(), state);
         self.arm(&mut store, |s| &mut s.guard)
@@ -533,13 +579,21 @@ impl Function {
         }
     }
 
-    fn guard(&self) -> Guard {
+    /// The call's timeout: the function's own, or a shorter one the call brought.
+    fn timeout(&self, opts: &CallOptions) -> std::time::Duration {
+        match opts.timeout {
+            Some(t) => t.min(self.limits.timeout),
+            None => self.limits.timeout,
+        }
+    }
+
+    fn guard(&self, opts: &CallOptions) -> Guard {
         Guard {
             limiter: CallLimiter {
                 memory_cap: self.limits.memory_bytes,
                 memory_used: 0,
             },
-            deadline: Instant::now().checked_add(self.limits.timeout),
+            deadline: Instant::now().checked_add(self.timeout(opts)),
             interrupted: self.interrupted.clone(),
         }
     }

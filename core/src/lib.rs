@@ -16,6 +16,8 @@
 //!   `InstancePre`, limits armed, arguments passed the kind's way, the result read back.
 //! - `blocking`: WASI's `poll_oneoff` on clocks (a module's sleep), bounded by the call's
 //!   deadline and the runtime's interrupt like running code is.
+//! - [`callout`]: the `wasmengine.call` import, a function's calls to other functions,
+//!   routed by whoever runs it ([`Callout`]).
 //! - [`args`]: turning invoke arguments (a JSON object or array) into argv or typed values,
 //!   and results into text.
 //! - [`tail`]: [`tail::TailPipe`], where a command's stderr goes: writes never fail, the last
@@ -25,6 +27,7 @@
 pub mod args;
 mod blocking;
 pub mod cache;
+pub mod callout;
 pub mod config;
 pub mod error;
 pub mod function;
@@ -34,6 +37,7 @@ mod stateless;
 pub mod tail;
 
 pub use cache::LoadSource;
+pub use callout::{CallOptions, Callout};
 pub use config::{EngineConfig, Limits};
 pub use error::{CallError, LoadError};
 pub use function::{Function, FunctionSpec};

@@ -50,6 +50,7 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_sync(&mut linker, CallState::wasi)?;
         crate::blocking::bound_waits(&mut linker)?;
+        crate::callout::add_to_linker(&mut linker)?;
         let mut component_linker = wasmtime::component::Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut component_linker)?;
         crate::blocking::bound_component_waits(&mut component_linker)?;

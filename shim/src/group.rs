@@ -21,7 +21,7 @@ use wasmengine_api::group::{
     decode_load, GroupConfig, MAX_LOAD_BYTES, PATH_FUNCTIONS, PATH_INVOKE, PATH_LOGS,
 };
 use wasmengine_api::invoke::{ErrorCode, PATH_READY};
-use wasmengine_core::{Function, Runtime};
+use wasmengine_core::{Callout, Function, Runtime};
 
 use crate::logs::Logs;
 use crate::server::{self, Request, Service, Slots};
@@ -136,7 +136,12 @@ impl Service for Group {
         MAX_LOAD_BYTES
     }
 
-    fn respond(&self, req: &Request, slots: &Slots) -> (u16, &'static str, Vec<u8>) {
+    fn respond(
+        &self,
+        req: &Request,
+        slots: &Slots,
+        link: Option<Arc<dyn Callout>>,
+    ) -> (u16, &'static str, Vec<u8>) {
         let method = req.method.as_str();
         if req.path == PATH_READY {
             return match method {
@@ -153,7 +158,7 @@ impl Service for Group {
                 return server::error(ErrorCode::BadArgs, "args too large".into());
             }
             return match self.get(name) {
-                Some(f) => server::call(&f, req, slots, &self.logs(name)),
+                Some(f) => server::call(&f, req, slots, &self.logs(name), link),
                 None => server::error(
                     ErrorCode::NotLoaded,
                     format!("function {name} is not loaded in this group"),

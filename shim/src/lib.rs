@@ -15,12 +15,15 @@
 //!   the shim writes;
 //! - [`group`]: group mode, one container and one engine serving many functions that the
 //!   engine loads into it;
+//! - [`link`]: a function's calls to other functions, sent back to the engine over the
+//!   connection the call came on;
 //! - [`logs`]: a function's log, a ring of its calls' stderr lines and errors;
 //! - [`server`]: the function server spoken to over a unix socket
 //!   (`wasmengine_api::invoke`);
 //! - [`settings`]: engine configuration and limits from the container's environment.
 
 pub mod group;
+pub mod link;
 pub mod logs;
 pub mod precompile;
 pub mod sandbox;

@@ -16,10 +16,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use wasmengine_api::invoke::{
-    ErrorCode, InvokeError, HEADER_CALL_ID, PATH_INVOKE, PATH_LOGS, PATH_READY,
+    ErrorCode, InvokeError, HEADER_CALL_ID, HEADER_STATUS, HEADER_TIME_LEFT, PATH_INVOKE,
+    PATH_LOGS, PATH_READY,
 };
-use wasmengine_core::{CallError, Function};
+use wasmengine_core::{CallError, CallOptions, Callout, Function};
 
+use crate::link::EngineLink;
 use crate::logs::Logs;
 
 /// Largest request head and body the server reads.
@@ -63,30 +65,44 @@ impl Listener {
         }
     }
 
-    /// The next connection, as a reader and a writer of one stream.
-    fn accept(&self) -> std::io::Result<(Box<dyn Read + Send>, Box<dyn Write + Send>)> {
+    /// The next connection, as a reader and a writer of one stream, and on the engine's
+    /// socket the link its calls' calls to other functions go back on.
+    fn accept(&self) -> std::io::Result<Connection> {
         match self {
             Listener::Unix(l) => {
                 let (s, _) = l.accept()?;
-                Ok((Box::new(s.try_clone()?), Box::new(s)))
+                let link = Arc::new(EngineLink::new(s.try_clone()?));
+                Ok((Box::new(s.try_clone()?), Box::new(s), Some(link)))
             }
             Listener::Tcp(l) => {
                 let (s, _) = l.accept()?;
                 // Answers are written whole, in one write: no reason to wait for more.
                 s.set_nodelay(true)?;
                 let r: TcpStream = s.try_clone()?;
-                Ok((Box::new(r), Box::new(s)))
+                Ok((Box::new(r), Box::new(s), None))
             }
         }
     }
 }
 
+type Connection = (
+    Box<dyn Read + Send>,
+    Box<dyn Write + Send>,
+    Option<Arc<EngineLink>>,
+);
+
 /// What a server answers: one function, or a group of them (see `crate::group`).
 pub trait Service: Send + Sync + 'static {
     /// For the log.
     fn describe(&self) -> String;
-    /// The answer to one request: status, content type, body.
-    fn respond(&self, req: &Request, slots: &Slots) -> (u16, &'static str, Vec<u8>);
+    /// The answer to one request: status, content type, body. A call's calls to other
+    /// functions go to `link` (none: they are refused).
+    fn respond(
+        &self,
+        req: &Request,
+        slots: &Slots,
+        link: Option<Arc<dyn Callout>>,
+    ) -> (u16, &'static str, Vec<u8>);
     /// Largest request body read.
     fn max_body(&self) -> usize {
         MAX_BODY
@@ -108,11 +124,16 @@ impl Service for Single {
         )
     }
 
-    fn respond(&self, req: &Request, slots: &Slots) -> (u16, &'static str, Vec<u8>) {
+    fn respond(
+        &self,
+        req: &Request,
+        slots: &Slots,
+        link: Option<Arc<dyn Callout>>,
+    ) -> (u16, &'static str, Vec<u8>) {
         let path = req.path.split('?').next().unwrap_or_default();
         match (req.method.as_str(), path) {
             ("GET", PATH_READY) => (200, "text/plain", b"ready".to_vec()),
-            ("POST", PATH_INVOKE) => call(&self.function, req, slots, &self.logs),
+            ("POST", PATH_INVOKE) => call(&self.function, req, slots, &self.logs, link),
             ("GET", PATH_LOGS) => self.logs.answer(&req.path),
             (_, PATH_READY | PATH_INVOKE | PATH_LOGS) => {
                 (405, "text/plain", b"method not allowed".to_vec())
@@ -135,7 +156,7 @@ pub fn serve(
     );
     let slots = Arc::new(Slots::new(concurrency.max(1)));
     loop {
-        let (reader, writer) = match listener.accept() {
+        let (reader, writer, link) = match listener.accept() {
             Ok(c) => c,
             Err(e) => {
                 log::warn!("accept: {e}");
@@ -146,7 +167,7 @@ pub fn serve(
         std::thread::Builder::new()
             .name("fn-conn".into())
             .spawn(move || {
-                if let Err(e) = handle(reader, writer, &*service, &slots) {
+                if let Err(e) = handle(reader, writer, link, &*service, &slots) {
                     log::debug!("connection closed: {e:#}");
                 }
             })
@@ -205,6 +226,10 @@ pub struct Request {
     pub body: Vec<u8>,
     /// The engine's id for this call ([`HEADER_CALL_ID`]), empty if none.
     pub call_id: String,
+    /// A bound below the function's timeout ([`HEADER_TIME_LEFT`]).
+    pub time_left: Option<Duration>,
+    /// The callee's status, in the engine's answer to a call ([`HEADER_STATUS`]).
+    pub answer_status: Option<u16>,
     close: bool,
 }
 
@@ -212,12 +237,16 @@ pub struct Request {
 fn handle(
     reader: impl Read,
     mut writer: impl Write,
+    link: Option<Arc<EngineLink>>,
     service: &dyn Service,
     slots: &Slots,
 ) -> anyhow::Result<()> {
     let mut reader = BufReader::new(reader);
-    while let Some(req) = read_request(&mut reader, service.max_body())? {
-        let (status, content_type, body) = service.respond(&req, slots);
+    while let Some(mut req) = read_request(&mut reader, service.max_body())? {
+        let callout = link.clone().map(|l| l as Arc<dyn Callout>);
+        let (status, content_type, body) = service.respond(&req, slots, callout);
+        // A call to another function left an answer unread: nothing more on this connection.
+        req.close |= link.as_ref().is_some_and(|l| l.is_broken());
         let head =
             format!(
             "HTTP/1.1 {status} {}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n{}\r\n",
@@ -243,6 +272,7 @@ pub fn call(
     req: &Request,
     slots: &Slots,
     logs: &Logs,
+    link: Option<Arc<dyn Callout>>,
 ) -> (u16, &'static str, Vec<u8>) {
     let body = &req.body;
     let args = if body.iter().all(u8::is_ascii_whitespace) {
@@ -254,9 +284,16 @@ pub fn call(
         // The call's timeout counts from its arrival: a call still waiting for a slot when
         // it runs out answers its timeout without running.
         Ok(args) => {
-            let timeout = function.limits().timeout;
+            let timeout = match req.time_left {
+                Some(left) => left.min(function.limits().timeout),
+                None => function.limits().timeout,
+            };
+            let opts = CallOptions {
+                timeout: req.time_left,
+                callout: link,
+            };
             slots
-                .run(timeout, || function.call_capturing(&args))
+                .run(timeout, || function.call_with(&args, &opts))
                 .unwrap_or((Err(CallError::Timeout(timeout)), Vec::new()))
         }
         Err(e) => (
@@ -289,7 +326,10 @@ pub fn error(code: ErrorCode, message: String) -> (u16, &'static str, Vec<u8>) {
 }
 
 /// Reads one request; `None` when the peer closed the connection between requests.
-fn read_request(reader: &mut impl BufRead, max_body: usize) -> anyhow::Result<Option<Request>> {
+pub(crate) fn read_request(
+    reader: &mut impl BufRead,
+    max_body: usize,
+) -> anyhow::Result<Option<Request>> {
     let mut head = Vec::new();
     loop {
         let n = reader.read_until(b'\n', &mut head)?;
@@ -312,8 +352,18 @@ fn read_request(reader: &mut impl BufRead, max_body: usize) -> anyhow::Result<Op
     let mut length = 0usize;
     let mut close = parsed.version == Some(0);
     let mut call_id = String::new();
+    let (mut time_left, mut answer_status) = (None, None);
+    let number = |v: &[u8]| {
+        std::str::from_utf8(v)
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+    };
     for h in parsed.headers.iter() {
-        if h.name.eq_ignore_ascii_case(HEADER_CALL_ID) {
+        if h.name.eq_ignore_ascii_case(HEADER_TIME_LEFT) {
+            time_left = number(h.value).map(Duration::from_millis);
+        } else if h.name.eq_ignore_ascii_case(HEADER_STATUS) {
+            answer_status = number(h.value).and_then(|s: u64| u16::try_from(s).ok());
+        } else if h.name.eq_ignore_ascii_case(HEADER_CALL_ID) {
             call_id = String::from_utf8_lossy(&h.value[..h.value.len().min(64)]).into_owned();
         } else if h.name.eq_ignore_ascii_case("content-length") {
             length = std::str::from_utf8(h.value)?.trim().parse()?;
@@ -335,6 +385,8 @@ fn read_request(reader: &mut impl BufRead, max_body: usize) -> anyhow::Result<Op
         path: parsed.path.unwrap_or("").to_string(),
         body,
         call_id,
+        time_left,
+        answer_status,
         close,
     }))
 }
@@ -401,7 +453,8 @@ mod framing_props {
             let (got, err) = parse_all(&wire);
             prop_assert!(err.is_none(), "{:?}", err);
             let want: Vec<Request> = reqs.into_iter().map(|(m, p, body, close)| Request {
-                method: m.to_string(), path: p, body, call_id: String::new(), close,
+                method: m.to_string(), path: p, body, call_id: String::new(), time_left: None,
+                answer_status: None, close,
             }).collect();
             prop_assert_eq!(got, want);
         }

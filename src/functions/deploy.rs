@@ -56,6 +56,16 @@ impl Functions {
         if req.export.as_deref().is_some_and(str::is_empty) {
             return Err(ApiError::bad_request("export must not be empty"));
         }
+        if req.calls.len() > MAX_CALLEES {
+            return Err(ApiError::bad_request(format!(
+                "calls names {} functions, at most {MAX_CALLEES}",
+                req.calls.len()
+            )));
+        }
+        for callee in &req.calls {
+            validate_name(callee)
+                .map_err(|e| ApiError::bad_request(format!("calls: {}", e.message)))?;
+        }
 
         if !self.deploying.lock().unwrap().insert(name.to_string()) {
             return Err(ApiError::conflict(format!(

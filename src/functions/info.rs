@@ -17,6 +17,8 @@ pub struct FunctionInfo {
     pub idle: bool,
     /// Its idle period from the deploy, in seconds (absent: the engine's).
     pub idle_timeout_secs: Option<u64>,
+    /// The functions it may call.
+    pub calls: Vec<String>,
 }
 
 impl FunctionInfo {
@@ -38,6 +40,9 @@ impl FunctionInfo {
         };
         if let Some(secs) = self.idle_timeout_secs {
             v["idle_timeout_secs"] = json!(secs);
+        }
+        if !self.calls.is_empty() {
+            v["calls"] = json!(self.calls);
         }
         if let TaskState::Stopped(code) = self.state {
             v["exit_status"] = json!(code);
@@ -98,6 +103,7 @@ impl Functions {
                 .labels
                 .get(LABEL_IDLE_TIMEOUT)
                 .and_then(|v| v.parse().ok()),
+            calls: calls_of(&c.labels),
         })
     }
 }

@@ -2,8 +2,13 @@
 //! through it, with the restart of a dead task, at-most-once delivery and the answer's
 //! mapping onto the REST statuses.
 
+use super::nested::{Call, Calls};
 use super::*;
-use crate::invoker::CallFailure;
+use crate::invoker::{CallContext, CallFailure};
+
+/// How much longer than its caller's time left the engine waits for a callee's answer (the
+/// callee's own deadline ends it first).
+const NESTED_SLACK: Duration = Duration::from_millis(250);
 
 impl Functions {
     pub(super) async fn handle(&self, name: &str) -> ApiResult<Arc<Handle>> {
@@ -36,6 +41,7 @@ impl Functions {
             .try_into()
             .unwrap_or(usize::MAX);
         let group = container.labels.get(groups::LABEL_GROUP).cloned();
+        let calls = calls_of(&container.labels);
         let invoker = match &group {
             Some(g) => Invoker::in_pool(
                 self.group_pool(g),
@@ -51,16 +57,33 @@ impl Functions {
             call_timeout: Duration::from_millis(timeout) + Duration::from_secs(30),
             timeout: Duration::from_millis(timeout),
             restart: tokio::sync::Mutex::new(()),
+            calls,
         });
         let mut handles = self.handles.lock().unwrap();
         Ok(handles.entry(name.to_string()).or_insert(handle).clone())
     }
 
-    /// Calls the function with `args`; the result text.
-    /// Calls the function with `args`; `call_id` names the call in the function's log.
+    /// Calls the function with `args`; the result text. `call_id` names the call in the
+    /// function's log.
     pub async fn invoke(&self, name: &str, args: &[u8], call_id: &str) -> ApiResult<String> {
+        let call = Call {
+            id: call_id,
+            depth: 0,
+            time_left: None,
+        };
+        self.invoke_at(name, args, call).await.map_err(|(e, _)| e)
+    }
+
+    /// A call at any depth (a REST invoke, or a function's call to another): the result,
+    /// or the error and its kind (as the metrics name it). Counted in the metrics.
+    pub(super) async fn invoke_at(
+        &self,
+        name: &str,
+        args: &[u8],
+        call: Call<'_>,
+    ) -> Result<String, (ApiError, String)> {
         let start = Instant::now();
-        let r = self.invoke_inner(name, args, call_id).await;
+        let r = self.invoke_inner(name, args, call).await;
         if r.is_ok() {
             self.touch(name);
         }
@@ -72,35 +95,43 @@ impl Functions {
         if kind != Some("not_found") {
             self.metrics.invocation(name, start.elapsed(), kind);
         }
-        r.map_err(|(e, _)| e)
+        r
     }
 
     async fn invoke_inner(
         &self,
         name: &str,
         args: &[u8],
-        call_id: &str,
+        call: Call<'_>,
     ) -> Result<String, (ApiError, String)> {
         let handle = self
             .handle(name)
             .await
             .map_err(|e| (e, "not_found".to_string()))?;
+        // A callee's call ends by its caller's deadline, whatever its own timeout.
+        let (patience, bound) = match call.time_left {
+            Some(left) => (
+                handle.timeout.min(left),
+                handle.call_timeout.min(left + NESTED_SLACK),
+            ),
+            None => (handle.timeout, handle.call_timeout),
+        };
         let mut restarted = false;
         loop {
-            let call = tokio::time::timeout(
-                handle.call_timeout,
-                handle.invoker.invoke_as(args, handle.timeout, call_id),
-            )
-            .await;
-            let failure = match call {
+            let calls = Calls::new(self, name, &handle.calls, call, Instant::now() + patience);
+            let cx = CallContext {
+                call_id: call.id,
+                time_left: call.time_left.map(|_| patience),
+                nested: Some(&calls),
+            };
+            let answer =
+                tokio::time::timeout(bound, handle.invoker.invoke_in(args, patience, cx)).await;
+            let failure = match answer {
                 Err(_) => {
                     return Err((
                         ApiError::new(
                             504,
-                            format!(
-                                "function {name} did not answer within {:?}",
-                                handle.call_timeout
-                            ),
+                            format!("function {name} did not answer within {bound:?}"),
                         ),
                         "timeout".into(),
                     ))

@@ -280,5 +280,8 @@ pub(super) fn labels(req: &DeployRequest, image: &ResolvedImage) -> HashMap<Stri
     if let Some(secs) = req.idle_timeout_secs {
         l.insert(LABEL_IDLE_TIMEOUT.to_string(), secs.to_string());
     }
+    if !req.calls.is_empty() {
+        l.insert(LABEL_CALLS.to_string(), req.calls.join(","));
+    }
     l
 }
