@@ -13,7 +13,7 @@
 //! - [`invoker`]: the engine side of the invocation protocol (kept-alive unix-socket
 //!   connections per function).
 //! - [`server`]: the axum router, response forms, auth and status codes; [`metrics`] the
-//!   Prometheus counters it serves.
+//!   Prometheus counters it serves; [`openapi`] the OpenAPI document of it all.
 //! - [`image_cmd`]: `wasm_engine image build|push`; [`fn_cmd`]: `wasm_engine fn …`, a command
 //!   line for a running engine.
 
@@ -28,6 +28,7 @@ pub mod image_cmd;
 pub mod invoker;
 pub mod layers;
 pub mod metrics;
+pub mod openapi;
 pub mod reference;
 pub mod registry;
 pub mod server;

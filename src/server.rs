@@ -35,6 +35,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/function/logs", post(logs))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .with_state(state)
@@ -118,7 +119,8 @@ async fn body<T: DeserializeOwned>(state: &AppState, body: Body) -> ApiResult<T>
 
 async fn authorize(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     if let Some(token) = &state.auth_token {
-        if req.uri().path() != "/healthz" {
+        // Health and the API's description are public.
+        if !matches!(req.uri().path(), "/healthz" | "/openapi.json") {
             let ok = req
                 .headers()
                 .get(header::AUTHORIZATION)
@@ -203,27 +205,34 @@ async fn query(State(state): State<Arc<AppState>>, headers: HeaderMap, b: Body) 
 }
 
 async fn invoke(State(state): State<Arc<AppState>>, headers: HeaderMap, b: Body) -> Reply {
-    let req: InvokeRequest = match body(&state, b).await {
+    // Every answer past the token check names its call, refused ones included.
+    let call_id = next_call_id();
+    let mut r = invoke_call(&state, &headers, b, &call_id).await;
+    r.call_id = Some(call_id);
+    r
+}
+
+async fn invoke_call(state: &AppState, headers: &HeaderMap, b: Body, call_id: &str) -> Reply {
+    let req: InvokeRequest = match body(state, b).await {
         Ok(r) => r,
-        Err(e) => return error_reply(&headers, e),
+        Err(e) => return error_reply(headers, e),
     };
     // Valid JSON already (the request parsed); only its kind is checked, not its contents.
     let args = req.args_json();
     if !(args.starts_with(['{', '[']) || args == "null") {
         return error_reply(
-            &headers,
+            headers,
             ApiError::bad_request("args must be an object (key/value) or an array (positional)"),
         );
     }
-    let call_id = next_call_id();
-    let mut r = match state
+    match state
         .functions
-        .invoke(&req.function_name, args.as_bytes(), &call_id)
+        .invoke(&req.function_name, args.as_bytes(), call_id)
         .await
     {
         Ok(result) => {
             // The JSON form carries the result twice (message and result); the text form once.
-            let mut r = reply(&headers, 200, String::new());
+            let mut r = reply(headers, 200, String::new());
             if r.json {
                 r.body.message.clone_from(&result);
                 r.body.result = Some(result);
@@ -232,10 +241,8 @@ async fn invoke(State(state): State<Arc<AppState>>, headers: HeaderMap, b: Body)
             }
             r
         }
-        Err(e) => error_reply(&headers, e),
-    };
-    r.call_id = Some(call_id);
-    r
+        Err(e) => error_reply(headers, e),
+    }
 }
 
 /// A call id unique to this engine process and unlikely to repeat across its restarts: the
@@ -294,6 +301,14 @@ async fn healthz(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Repl
         Ok(v) => reply(&headers, 200, format!("ok (containerd {v})")),
         Err(e) => error_reply(&headers, e),
     }
+}
+
+async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        crate::openapi::document(),
+    )
+        .into_response()
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {

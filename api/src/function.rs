@@ -40,13 +40,18 @@ pub const ERROR_FILE_NAME: &str = "error";
 
 /// Limits of one function; `None` means the runtime default.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FunctionLimits {
+    /// A call's wall-clock limit (default 10,000).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// A call's linear memory limit (default 256).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memory_limit_mb: Option<u64>,
+    /// Fuel units per call (default: unmetered).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fuel: Option<u64>,
+    /// Largest result (default 1 MiB).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_output_bytes: Option<u64>,
 }
