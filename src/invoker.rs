@@ -19,6 +19,7 @@ use tokio::sync::Semaphore;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
+use wasmengine_api::http1::{self, Head, HeadReader, Kind};
 use wasmengine_api::invoke::{
     ErrorCode, InvokeError, HEADER_CALLEE, HEADER_CALL_ID, HEADER_STATUS, HEADER_TIME_LEFT,
     PATH_ANSWER, PATH_INVOKE, PATH_READY, STATUS_CALL,
@@ -26,7 +27,6 @@ use wasmengine_api::invoke::{
 
 /// Idle connections kept per function (more callers than this open short-lived ones).
 const MAX_IDLE: usize = 128;
-const MAX_HEAD: usize = 16 << 10;
 /// Room in an answer beyond the result cap: an error's JSON, a command's stderr tail.
 pub const ANSWER_MARGIN: usize = 64 << 10;
 
@@ -338,10 +338,10 @@ async fn exchange(
 ) -> io::Result<(u16, Vec<u8>, bool)> {
     write_request(conn, method, path, headers, body).await?;
     loop {
-        let (status, headers, length) = read_head(conn).await?;
-        if status == STATUS_CALL {
-            let callee = headers.callee.unwrap_or_default();
-            let args = read_body(conn, length, MAX_CALL_ARGS).await?;
+        let head = read_head(conn).await?;
+        if head.status == STATUS_CALL {
+            let callee = head.header(HEADER_CALLEE).unwrap_or_default().to_string();
+            let args = read_body(conn, head.content_length, MAX_CALL_ARGS).await?;
             let (status, answer) = match nested {
                 Some(n) => n.call(callee, args).await,
                 None => (
@@ -356,8 +356,8 @@ async fn exchange(
             write_request(conn, "PUT", PATH_ANSWER, &head, &answer).await?;
             continue;
         }
-        let body = read_body(conn, length, max_body).await?;
-        return Ok((status, body, headers.keep));
+        let body = read_body(conn, head.content_length, max_body).await?;
+        return Ok((head.status, body, !head.close));
     }
 }
 
@@ -368,62 +368,29 @@ async fn write_request(
     headers: &str,
     body: &[u8],
 ) -> io::Result<()> {
-    let mut out = format!(
-        "{method} {path} HTTP/1.1\r\nhost: function\r\n{headers}content-length: {}\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    out.extend_from_slice(body);
+    let out = http1::request(method, path, headers, body, false);
     conn.get_mut().write_all(&out).await
 }
 
-/// What the engine reads of an answer's head beyond status and length.
-struct Head {
-    keep: bool,
-    callee: Option<String>,
-}
-
-/// An answer's head: status, headers, body length.
-async fn read_head(conn: &mut BufReader<UnixStream>) -> io::Result<(u16, Head, usize)> {
-    let mut head = Vec::with_capacity(256);
+/// An answer's head, read within [`http1::MAX_HEAD`].
+async fn read_head(conn: &mut BufReader<UnixStream>) -> io::Result<Head> {
+    let mut head = HeadReader::default();
     loop {
-        let room = (MAX_HEAD + 1).saturating_sub(head.len()) as u64;
-        let n = (&mut *conn).take(room).read_until(b'\n', &mut head).await?;
-        if n == 0 {
+        let room = head.room();
+        let n = (&mut *conn)
+            .take(room)
+            .read_until(b'\n', head.buffer())
+            .await?;
+        if n == 0 && head.is_empty() {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 "function closed the connection",
             ));
         }
-        if head.ends_with(b"\r\n\r\n") {
-            break;
-        }
-        if head.len() > MAX_HEAD {
-            return Err(io::Error::other("response head too large"));
+        if head.line_read(n)? {
+            return head.finish(Kind::Response);
         }
     }
-    let mut headers = [httparse::EMPTY_HEADER; 16];
-    let mut resp = httparse::Response::new(&mut headers);
-    resp.parse(&head)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-    let status = resp.code.unwrap_or(0);
-    let mut length = 0usize;
-    let mut keep = true;
-    let mut callee = None;
-    for h in resp.headers.iter() {
-        if h.name.eq_ignore_ascii_case(HEADER_CALLEE) {
-            callee = Some(String::from_utf8_lossy(h.value).trim().to_string());
-        }
-        if h.name.eq_ignore_ascii_case("content-length") {
-            length = std::str::from_utf8(h.value)
-                .ok()
-                .and_then(|v| v.trim().parse().ok())
-                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad content-length"))?;
-        } else if h.name.eq_ignore_ascii_case("connection") {
-            keep = !h.value.eq_ignore_ascii_case(b"close");
-        }
-    }
-    Ok((status, Head { keep, callee }, length))
 }
 
 /// A body of `length` bytes, refused when over `max_body` (never allocated up front).
@@ -432,12 +399,7 @@ async fn read_body(
     length: usize,
     max_body: usize,
 ) -> io::Result<Vec<u8>> {
-    if length > max_body {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("function answered {length} bytes, over the {max_body}-byte bound"),
-        ));
-    }
+    http1::check_length(length, max_body)?;
     let mut body = Vec::with_capacity(length.min(64 << 10));
     (&mut *conn)
         .take(length as u64)
@@ -545,7 +507,7 @@ mod tests {
         });
         let inv = Invoker::new(&socket, 1024, 4);
         match inv.invoke(b"[]", LONG).await {
-            Err(CallFailure::Broken(e)) => assert!(e.to_string().contains("too large"), "{e}"),
+            Err(CallFailure::Broken(e)) => assert!(e.to_string().contains("head over"), "{e}"),
             other => panic!("{other:?}"),
         }
     }

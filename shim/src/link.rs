@@ -12,6 +12,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use wasmengine_api::http1;
 use wasmengine_api::invoke::{HEADER_CALLEE, MAX_CALLEE_NAME, PATH_ANSWER, STATUS_CALL};
 use wasmengine_core::callout::{error_answer, Callout};
 
@@ -44,13 +45,8 @@ impl EngineLink {
         args: &[u8],
         time_left: Option<Duration>,
     ) -> std::io::Result<(u16, Vec<u8>)> {
-        let mut out = format!(
-            "HTTP/1.1 {STATUS_CALL} Call\r\n{HEADER_CALLEE}: {callee}\r\ncontent-length: {}\r\n\r\n",
-            args.len()
-        )
-        .into_bytes();
-        out.extend_from_slice(args);
-        (&self.stream).write_all(&out)?;
+        let callee = format!("{HEADER_CALLEE}: {callee}\r\n");
+        (&self.stream).write_all(&http1::response(STATUS_CALL, &callee, args, false))?;
         self.stream
             .set_read_timeout(time_left.map(|t| t + ANSWER_SLACK))?;
         let answer = read_request(&mut BufReader::new(&self.stream), MAX_BODY);

@@ -15,6 +15,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use wasmengine_api::http1::{self, Kind};
 use wasmengine_api::invoke::{
     ErrorCode, InvokeError, HEADER_CALL_ID, HEADER_STATUS, HEADER_TIME_LEFT, PATH_INVOKE,
     PATH_LOGS, PATH_READY,
@@ -24,8 +25,7 @@ use wasmengine_core::{CallError, CallOptions, Callout, Function};
 use crate::link::EngineLink;
 use crate::logs::Logs;
 
-/// Largest request head and body the server reads.
-const MAX_HEAD: usize = 16 << 10;
+/// Largest request body the server reads.
 pub const MAX_BODY: usize = 64 << 20;
 
 /// Where a function server accepts connections.
@@ -247,17 +247,8 @@ fn handle(
         let (status, content_type, body) = service.respond(&req, slots, callout);
         // A call to another function left an answer unread: nothing more on this connection.
         req.close |= link.as_ref().is_some_and(|l| l.is_broken());
-        let head =
-            format!(
-            "HTTP/1.1 {status} {}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n{}\r\n",
-            reason(status),
-            body.len(),
-            if req.close { "connection: close\r\n" } else { "" }
-        );
-        let mut out = Vec::with_capacity(head.len() + body.len());
-        out.extend_from_slice(head.as_bytes());
-        out.extend_from_slice(&body);
-        writer.write_all(&out)?;
+        let content_type = format!("content-type: {content_type}\r\n");
+        writer.write_all(&http1::response(status, &content_type, &body, req.close))?;
         if req.close {
             break;
         }
@@ -330,78 +321,24 @@ pub(crate) fn read_request(
     reader: &mut impl BufRead,
     max_body: usize,
 ) -> anyhow::Result<Option<Request>> {
-    let mut head = Vec::new();
-    loop {
-        let n = reader.read_until(b'\n', &mut head)?;
-        if n == 0 {
-            if head.is_empty() {
-                return Ok(None);
-            }
-            anyhow::bail!("connection closed mid-request");
-        }
-        if head.ends_with(b"\r\n\r\n") || head == b"\r\n" {
-            break;
-        }
-        if head.len() > MAX_HEAD {
-            anyhow::bail!("request head over {MAX_HEAD} bytes");
-        }
-    }
-    let mut headers = [httparse::EMPTY_HEADER; 32];
-    let mut parsed = httparse::Request::new(&mut headers);
-    parsed.parse(&head).context("malformed request")?;
-    let mut length = 0usize;
-    let mut close = parsed.version == Some(0);
-    let mut call_id = String::new();
-    let (mut time_left, mut answer_status) = (None, None);
-    let number = |v: &[u8]| {
-        std::str::from_utf8(v)
-            .ok()
-            .and_then(|v| v.trim().parse().ok())
+    let Some(head) = http1::read_head(reader, Kind::Request)? else {
+        return Ok(None);
     };
-    for h in parsed.headers.iter() {
-        if h.name.eq_ignore_ascii_case(HEADER_TIME_LEFT) {
-            time_left = number(h.value).map(Duration::from_millis);
-        } else if h.name.eq_ignore_ascii_case(HEADER_STATUS) {
-            answer_status = number(h.value).and_then(|s: u64| u16::try_from(s).ok());
-        } else if h.name.eq_ignore_ascii_case(HEADER_CALL_ID) {
-            call_id = String::from_utf8_lossy(&h.value[..h.value.len().min(64)]).into_owned();
-        } else if h.name.eq_ignore_ascii_case("content-length") {
-            length = std::str::from_utf8(h.value)?.trim().parse()?;
-        } else if h.name.eq_ignore_ascii_case("connection") {
-            close = h.value.eq_ignore_ascii_case(b"close");
-        }
-    }
-    if length > max_body {
-        anyhow::bail!("request body over {max_body} bytes");
-    }
-    // Read as it comes, not into a buffer of the size the peer claims.
-    let mut body = Vec::new();
-    reader.take(length as u64).read_to_end(&mut body)?;
-    if body.len() != length {
-        anyhow::bail!("connection closed mid-body");
-    }
+    let number = |name: &str| head.header(name).and_then(|v| v.parse::<u64>().ok());
+    let call_id = head
+        .header(HEADER_CALL_ID)
+        .map(|id| id.chars().take(64).collect())
+        .unwrap_or_default();
+    let body = http1::read_body(reader, head.content_length, max_body)?;
     Ok(Some(Request {
-        method: parsed.method.unwrap_or("").to_string(),
-        path: parsed.path.unwrap_or("").to_string(),
+        time_left: number(HEADER_TIME_LEFT).map(Duration::from_millis),
+        answer_status: number(HEADER_STATUS).and_then(|s| u16::try_from(s).ok()),
+        close: head.close,
+        method: head.method,
+        path: head.path,
         body,
         call_id,
-        time_left,
-        answer_status,
-        close,
     }))
-}
-
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        500 => "Internal Server Error",
-        503 => "Service Unavailable",
-        504 => "Gateway Timeout",
-        _ => "Status",
-    }
 }
 
 #[cfg(test)]

@@ -568,19 +568,16 @@ pub fn component(module: &[u8]) -> Vec<u8> {
 
 /// One HTTP/1.1 request over a unix socket (a fresh connection); returns status and body.
 pub fn http_unix(socket: &Path, method: &str, path: &str, body: &[u8]) -> Result<(u16, Vec<u8>)> {
-    use std::io::{Read, Write};
+    use std::io::Write;
+    use wasmengine_api::http1::{self, Kind};
     let mut conn = std::os::unix::net::UnixStream::connect(socket)
         .with_context(|| format!("connect {}", socket.display()))?;
     conn.set_read_timeout(Some(Duration::from_secs(30)))?;
-    write!(
-        conn,
-        "{method} {path} HTTP/1.1\r\nhost: fn\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-        body.len()
-    )?;
-    conn.write_all(body)?;
-    let mut raw = Vec::new();
-    conn.read_to_end(&mut raw)?;
-    parse_response(&raw)
+    conn.write_all(&http1::request(method, path, "", body, true))?;
+    let mut reader = std::io::BufReader::new(conn);
+    let head = http1::read_head(&mut reader, Kind::Response)?.context("no answer")?;
+    let body = http1::read_body(&mut reader, head.content_length, 64 << 20)?;
+    Ok((head.status, body))
 }
 
 /// Status and body (de-chunked if need be) of a whole HTTP/1.1 response.

@@ -3,9 +3,11 @@
 //!
 //! usage: socket-bench SOCKET [CALLS] [ARGS_JSON]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::time::Instant;
+
+use wasmengine_api::http1::{self, Kind};
 
 fn main() -> std::io::Result<()> {
     let mut argv = std::env::args().skip(1);
@@ -20,38 +22,21 @@ fn main() -> std::io::Result<()> {
     let conn = UnixStream::connect(&socket)?;
     let mut reader = BufReader::new(conn.try_clone()?);
     let mut writer = conn;
-    let request = format!(
-        "POST /invoke HTTP/1.1\r\nhost: fn\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    );
+    let request = http1::request("POST", "/invoke", "", body.as_bytes(), false);
     let mut times = Vec::with_capacity(calls);
-    let mut line = String::new();
     let mut last = Vec::new();
     for i in 0..calls + calls / 10 {
         let start = Instant::now();
-        writer.write_all(request.as_bytes())?;
-        let mut length = 0usize;
-        let mut status = String::new();
-        loop {
-            line.clear();
-            reader.read_line(&mut line)?;
-            if status.is_empty() {
-                status = line.clone();
-            }
-            if line == "\r\n" {
-                break;
-            }
-            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                length = v.trim().parse().unwrap_or(0);
-            }
-        }
-        last.resize(length, 0);
-        reader.read_exact(&mut last)?;
+        writer.write_all(&request)?;
+        let head = http1::read_head(&mut reader, Kind::Response)?
+            .ok_or_else(|| std::io::Error::other("the function closed the connection"))?;
+        last = http1::read_body(&mut reader, head.content_length, 64 << 20)?;
+        let status = head.status;
         // The first tenth warms up and is not counted.
         if i >= calls / 10 {
             times.push(start.elapsed());
         }
-        assert!(status.contains(" 200 "), "call {i}: {status}");
+        assert_eq!(status, 200, "call {i}");
     }
     times.sort();
     let pct = |p: f64| times[((times.len() as f64 * p) as usize).min(times.len() - 1)];

@@ -1,0 +1,281 @@
+//! The HTTP/1.1 framing of the engine↔function protocol ([`crate::invoke`]), written once for
+//! the engine (async), the function server (blocking), the tests and the socket benchmark.
+//!
+//! Only what the protocol uses: `content-length` bodies (no chunking), `connection: close`,
+//! a few named headers. Heads are read line by line within [`MAX_HEAD`] bytes and bodies
+//! within a caller's bound, never into a buffer sized by what the peer announces. Parsing is
+//! [`Head::parse`] over bytes; [`HeadReader`] gathers a head from lines, so a blocking reader
+//! ([`read_head`]) and an async one (the engine's) share everything but the read itself.
+
+use std::io::{self, BufRead, Read};
+
+/// Longest head accepted.
+pub const MAX_HEAD: usize = 16 << 10;
+
+/// A request's or a response's head.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Head {
+    /// A request's method and path (empty in a response).
+    pub method: String,
+    pub path: String,
+    /// A response's status (0 in a request).
+    pub status: u16,
+    pub content_length: usize,
+    /// The peer closes the connection after this message (`connection: close`, HTTP/1.0).
+    pub close: bool,
+    /// Every header, its name lowercased.
+    pub headers: Vec<(String, String)>,
+}
+
+/// Which head a [`HeadReader`] expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Request,
+    Response,
+}
+
+fn invalid(what: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what.into())
+}
+
+impl Head {
+    /// Parses a whole head (through its empty line).
+    pub fn parse(kind: Kind, bytes: &[u8]) -> io::Result<Head> {
+        let mut slots = [httparse::EMPTY_HEADER; 32];
+        let (mut head, headers, version) = match kind {
+            Kind::Request => {
+                let mut req = httparse::Request::new(&mut slots);
+                match req.parse(bytes) {
+                    Ok(httparse::Status::Complete(_)) => {}
+                    Ok(httparse::Status::Partial) => return Err(invalid("incomplete head")),
+                    Err(e) => return Err(invalid(format!("malformed request: {e}"))),
+                }
+                let head = Head {
+                    method: req.method.unwrap_or_default().to_string(),
+                    path: req.path.unwrap_or_default().to_string(),
+                    ..Head::default()
+                };
+                (head, req.headers.to_vec(), req.version)
+            }
+            Kind::Response => {
+                let mut resp = httparse::Response::new(&mut slots);
+                match resp.parse(bytes) {
+                    Ok(httparse::Status::Complete(_)) => {}
+                    Ok(httparse::Status::Partial) => return Err(invalid("incomplete head")),
+                    Err(e) => return Err(invalid(format!("malformed response: {e}"))),
+                }
+                let head = Head {
+                    status: resp.code.unwrap_or(0),
+                    ..Head::default()
+                };
+                (head, resp.headers.to_vec(), resp.version)
+            }
+        };
+        head.close = version == Some(0);
+        for h in headers {
+            let name = h.name.to_ascii_lowercase();
+            let value = String::from_utf8_lossy(h.value).trim().to_string();
+            match name.as_str() {
+                "content-length" => {
+                    head.content_length = value
+                        .parse()
+                        .map_err(|_| invalid(format!("bad content-length {value:?}")))?
+                }
+                "connection" => head.close = value.eq_ignore_ascii_case("close"),
+                "transfer-encoding" => return Err(invalid("transfer-encoding is not supported")),
+                _ => {}
+            }
+            head.headers.push((name, value));
+        }
+        Ok(head)
+    }
+
+    /// A header's value (`name` in lowercase).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Gathers a head line by line, within [`MAX_HEAD`].
+#[derive(Default)]
+pub struct HeadReader {
+    bytes: Vec<u8>,
+}
+
+impl HeadReader {
+    /// The buffer the next line is appended to.
+    pub fn buffer(&mut self) -> &mut Vec<u8> {
+        &mut self.bytes
+    }
+
+    /// How many more bytes a line may bring (one over the bound, to tell it was passed).
+    pub fn room(&self) -> u64 {
+        (MAX_HEAD + 1).saturating_sub(self.bytes.len()) as u64
+    }
+
+    /// After a line was read (`n` bytes): `Ok(true)` once the head is whole, `Ok(false)` for
+    /// more; an error for an end of stream mid-head (`n` 0) or a head over the bound.
+    pub fn line_read(&mut self, n: usize) -> io::Result<bool> {
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed mid-head",
+            ));
+        }
+        // A bare empty line before a request is tolerated (RFC 9112 §2.2).
+        if self.bytes == b"\r\n" {
+            self.bytes.clear();
+            return Ok(false);
+        }
+        if self.bytes.ends_with(b"\r\n\r\n") {
+            return Ok(true);
+        }
+        if self.bytes.len() > MAX_HEAD {
+            return Err(invalid(format!("head over {MAX_HEAD} bytes")));
+        }
+        Ok(false)
+    }
+
+    /// Whether nothing was read yet (an end of stream here is a clean close).
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    pub fn finish(self, kind: Kind) -> io::Result<Head> {
+        Head::parse(kind, &self.bytes)
+    }
+}
+
+/// Reads a head from a blocking reader; `None` when the peer closed the connection before
+/// sending anything.
+pub fn read_head(reader: &mut impl BufRead, kind: Kind) -> io::Result<Option<Head>> {
+    let mut head = HeadReader::default();
+    loop {
+        let room = head.room();
+        let n = reader.take(room).read_until(b'\n', head.buffer())?;
+        if n == 0 && head.is_empty() {
+            return Ok(None);
+        }
+        if head.line_read(n)? {
+            return head.finish(kind).map(Some);
+        }
+    }
+}
+
+/// Reads a body of `length` bytes, refused if over `max`, as it comes.
+pub fn read_body(reader: &mut impl Read, length: usize, max: usize) -> io::Result<Vec<u8>> {
+    check_length(length, max)?;
+    let mut body = Vec::with_capacity(length.min(64 << 10));
+    reader.take(length as u64).read_to_end(&mut body)?;
+    if body.len() != length {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "connection closed mid-body",
+        ));
+    }
+    Ok(body)
+}
+
+/// Refuses a body length over `max` before anything is read or allocated.
+pub fn check_length(length: usize, max: usize) -> io::Result<()> {
+    if length > max {
+        return Err(invalid(format!(
+            "a {length}-byte body, over the {max}-byte bound"
+        )));
+    }
+    Ok(())
+}
+
+/// A request: head and body in one buffer (one write). `headers` are whole lines
+/// (`name: value\r\n`).
+pub fn request(method: &str, path: &str, headers: &str, body: &[u8], close: bool) -> Vec<u8> {
+    let mut out = format!(
+        "{method} {path} HTTP/1.1\r\nhost: function\r\n{headers}content-length: {}\r\n{}\r\n",
+        body.len(),
+        if close { "connection: close\r\n" } else { "" }
+    )
+    .into_bytes();
+    out.extend_from_slice(body);
+    out
+}
+
+/// A response: head and body in one buffer. `headers` as in [`request`].
+pub fn response(status: u16, headers: &str, body: &[u8], close: bool) -> Vec<u8> {
+    let mut out = format!(
+        "HTTP/1.1 {status} {}\r\n{headers}content-length: {}\r\n{}\r\n",
+        reason(status),
+        body.len(),
+        if close { "connection: close\r\n" } else { "" }
+    )
+    .into_bytes();
+    out.extend_from_slice(body);
+    out
+}
+
+/// The reason phrase of the statuses the protocol uses.
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        102 => "Call",
+        200 => "OK",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        508 => "Loop Detected",
+        _ => "Status",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_and_a_response_round_trip() {
+        let wire = request("POST", "/invoke", "x-a: 1\r\n", b"[1,2]", false);
+        let mut r = io::BufReader::new(&wire[..]);
+        let head = read_head(&mut r, Kind::Request).unwrap().unwrap();
+        assert_eq!(
+            (head.method.as_str(), head.path.as_str()),
+            ("POST", "/invoke")
+        );
+        assert_eq!(head.header("x-a"), Some("1"));
+        assert!(!head.close);
+        assert_eq!(
+            read_body(&mut r, head.content_length, 100).unwrap(),
+            b"[1,2]"
+        );
+        assert_eq!(read_head(&mut r, Kind::Request).unwrap(), None);
+
+        let wire = response(504, "", b"late", true);
+        let mut r = io::BufReader::new(&wire[..]);
+        let head = read_head(&mut r, Kind::Response).unwrap().unwrap();
+        assert_eq!(
+            (head.status, head.content_length, head.close),
+            (504, 4, true)
+        );
+    }
+
+    #[test]
+    fn bounds_hold() {
+        let mut wire = b"HTTP/1.1 200 OK\r\nx: ".to_vec();
+        wire.extend(std::iter::repeat_n(b'a', MAX_HEAD * 2));
+        let err = read_head(&mut io::BufReader::new(&wire[..]), Kind::Response).unwrap_err();
+        assert!(err.to_string().contains("over"), "{err}");
+        let wire = b"HTTP/1.1 200 OK\r\ncontent-length: 99999999999\r\n\r\n";
+        let head = read_head(&mut io::BufReader::new(&wire[..]), Kind::Response)
+            .unwrap()
+            .unwrap();
+        assert!(read_body(&mut &b""[..], head.content_length, 1 << 20).is_err());
+        let chunked = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n";
+        assert!(read_head(&mut io::BufReader::new(&chunked[..]), Kind::Response).is_err());
+    }
+}
