@@ -245,7 +245,6 @@ pub async fn push_image(
     let origin = base.split("/v2/").next().unwrap_or_default().to_string();
     let mut push = Push {
         registries: &registries,
-        http: reqwest::Client::new(),
         reference,
         authorization: None,
     };
@@ -308,43 +307,21 @@ pub async fn push_image(
 /// One push's requests, with the authorization earned from the registry's first challenge.
 struct Push<'a> {
     registries: &'a Registries,
-    http: reqwest::Client,
     reference: &'a Reference,
     authorization: Option<String>,
 }
 
 impl Push<'_> {
-    /// Sends the request `make` builds; on a first 401, answers the challenge and sends it
-    /// again.
+    /// Sends the request `make` builds, answering the registry's auth challenge
+    /// ([`Registries::send`]).
     async fn send(
         &mut self,
         make: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
     ) -> anyhow::Result<reqwest::Response> {
-        loop {
-            let mut req = make(&self.http);
-            if let Some(a) = &self.authorization {
-                req = req.header(reqwest::header::AUTHORIZATION, a);
-            }
-            let resp = req
-                .send()
-                .await
-                .with_context(|| format!("registry {} unreachable", self.reference.registry))?;
-            if resp.status() != reqwest::StatusCode::UNAUTHORIZED || self.authorization.is_some() {
-                return Ok(resp);
-            }
-            let challenge = resp
-                .headers()
-                .get(reqwest::header::WWW_AUTHENTICATE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_string();
-            let authorization = self
-                .registries
-                .authorize(self.reference, &challenge, "pull,push")
-                .await
-                .map_err(|e| anyhow::anyhow!(e.message))?;
-            self.authorization = Some(authorization);
-        }
+        self.registries
+            .send(self.reference, "pull,push", &mut self.authorization, make)
+            .await
+            .map_err(|e| anyhow::anyhow!(e.message))
     }
 }
 

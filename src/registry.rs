@@ -117,6 +117,36 @@ impl Registries {
         Ok(format!("Bearer {token}"))
     }
 
+    /// Sends the request `make` builds, with `authorization` if one was earned; on a first
+    /// 401, answers the registry's challenge for `actions` on `reference` (keeping the
+    /// answer in `authorization` for the session's later requests) and sends it again once.
+    /// The one place pulls and pushes meet a registry's auth.
+    pub async fn send(
+        &self,
+        reference: &Reference,
+        actions: &str,
+        authorization: &mut Option<String>,
+        make: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+    ) -> ApiResult<reqwest::Response> {
+        loop {
+            let mut req = make(&self.http);
+            if let Some(a) = authorization.as_deref() {
+                req = req.header(header::AUTHORIZATION, a);
+            }
+            let resp = req.send().await.map_err(|e| unreachable(reference, e))?;
+            if resp.status() != StatusCode::UNAUTHORIZED || authorization.is_some() {
+                return Ok(resp);
+            }
+            let challenge = resp
+                .headers()
+                .get(header::WWW_AUTHENTICATE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            *authorization = Some(self.authorize(reference, &challenge, actions).await?);
+        }
+    }
+
     pub fn base_url(&self, r: &Reference) -> String {
         let plain = r.is_loopback() || self.insecure.iter().any(|h| h == &r.registry);
         let scheme = if plain { "http" } else { "https" };
@@ -268,34 +298,12 @@ impl Session<'_> {
 
     /// GET with the session's authorization, answering one auth challenge.
     async fn get(&mut self, url: &str, accept: &str) -> ApiResult<reqwest::Response> {
-        for _ in 0..2 {
-            let mut req = self.registries.http.get(url).header(header::ACCEPT, accept);
-            if let Some(a) = &self.authorization {
-                req = req.header(header::AUTHORIZATION, a);
-            }
-            let resp = req
-                .send()
-                .await
-                .map_err(|e| unreachable(self.reference, e))?;
-            if resp.status() != StatusCode::UNAUTHORIZED || self.authorization.is_some() {
-                return Ok(resp);
-            }
-            let challenge = resp
-                .headers()
-                .get(header::WWW_AUTHENTICATE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_string();
-            self.authorization = Some(
-                self.registries
-                    .authorize(self.reference, &challenge, "pull")
-                    .await?,
-            );
-        }
-        Err(ApiError::bad_gateway(format!(
-            "registry refused access to {}",
-            self.reference
-        )))
+        let (registries, reference) = (self.registries, self.reference);
+        registries
+            .send(reference, "pull", &mut self.authorization, |http| {
+                http.get(url).header(header::ACCEPT, accept)
+            })
+            .await
     }
 }
 
