@@ -1,11 +1,17 @@
-//! Prometheus text metrics: invocations, errors by kind, latency, deploys and cold starts,
-//! per function.
+//! Prometheus metrics (OpenMetrics text, `prometheus-client`): invocations, errors by kind,
+//! latency, deploys and cold starts, per function.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// What `/metrics` answers with.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Upper bounds (seconds) of the invocation latency histogram.
 const BUCKETS: &[f64] = &[
@@ -13,201 +19,166 @@ const BUCKETS: &[f64] = &[
     1.0, 2.5, 5.0, 10.0,
 ];
 
-/// Counters per function behind a read lock: a call of a function that has its series takes
-/// no lock for writing and adds to atomics, so concurrent calls do not queue here.
-#[derive(Default)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Function {
+    function: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Failure {
+    function: String,
+    kind: String,
+}
+
+type Seconds = Counter<f64, AtomicU64>;
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(BUCKETS.iter().copied())
+}
+
+/// The engine's metrics. Each series is an atomic behind its family's read lock: concurrent
+/// calls of functions that have their series do not queue here.
 pub struct Metrics {
-    functions: RwLock<BTreeMap<String, Arc<PerFunction>>>,
-    deploys_failed: AtomicU64,
+    registry: Registry,
+    invocations: Family<Function, Counter>,
+    errors: Family<Failure, Counter>,
+    latency: Family<Function, Histogram, fn() -> Histogram>,
+    deploys: Family<Function, Counter>,
+    deploys_failed: Counter,
+    cold_starts: Family<Function, Counter>,
+    cold_start_seconds: Family<Function, Seconds>,
+    restarts: Family<Function, Counter>,
+    idle_stops: Family<Function, Counter>,
 }
 
-#[derive(Default)]
-struct PerFunction {
-    /// Failures by kind: rare, so a mutex.
-    errors: Mutex<BTreeMap<String, u64>>,
-    /// Calls per bucket (not cumulative: summed up when rendered); the last is +Inf.
-    buckets: [AtomicU64; BUCKETS.len() + 1],
-    latency_nanos: AtomicU64,
-    deploys: AtomicU64,
-    cold_starts: AtomicU64,
-    cold_start_nanos: AtomicU64,
-    restarts: AtomicU64,
-    idle_stops: AtomicU64,
+impl Default for Metrics {
+    fn default() -> Metrics {
+        let m = Metrics {
+            registry: Registry::default(),
+            invocations: Family::default(),
+            errors: Family::default(),
+            latency: Family::new_with_constructor(latency_histogram),
+            deploys: Family::default(),
+            deploys_failed: Counter::default(),
+            cold_starts: Family::default(),
+            cold_start_seconds: Family::default(),
+            restarts: Family::default(),
+            idle_stops: Family::default(),
+        };
+        let mut registry = Registry::default();
+        // Counters are named without `_total`: the encoder adds it.
+        registry.register(
+            "wasmengine_invocations",
+            "Invocations answered, per function",
+            m.invocations.clone(),
+        );
+        registry.register(
+            "wasmengine_invocation_errors",
+            "Failed invocations, per function and kind",
+            m.errors.clone(),
+        );
+        registry.register(
+            "wasmengine_invocation_seconds",
+            "Invocation latency at the engine",
+            m.latency.clone(),
+        );
+        registry.register(
+            "wasmengine_deploys",
+            "Successful deploys",
+            m.deploys.clone(),
+        );
+        registry.register(
+            "wasmengine_deploys_failed",
+            "Deploys that failed",
+            m.deploys_failed.clone(),
+        );
+        registry.register(
+            "wasmengine_cold_starts",
+            "Tasks started (deploys and restarts), per function",
+            m.cold_starts.clone(),
+        );
+        registry.register(
+            "wasmengine_cold_start_seconds",
+            "Time from task creation to ready, summed",
+            m.cold_start_seconds.clone(),
+        );
+        registry.register(
+            "wasmengine_task_restarts",
+            "Tasks found dead and restarted on invoke",
+            m.restarts.clone(),
+        );
+        registry.register(
+            "wasmengine_idle_stops",
+            "Tasks stopped after their function's idle period (scaled to zero)",
+            m.idle_stops.clone(),
+        );
+        Metrics { registry, ..m }
+    }
 }
 
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
-}
-
-fn secs(nanos: &AtomicU64) -> f64 {
-    nanos.load(Relaxed) as f64 / 1e9
+fn function(name: &str) -> Function {
+    Function {
+        function: name.to_string(),
+    }
 }
 
 impl Metrics {
-    fn function(&self, name: &str) -> Arc<PerFunction> {
-        if let Some(f) = self.functions.read().unwrap().get(name) {
-            return f.clone();
-        }
-        self.functions
-            .write()
-            .unwrap()
-            .entry(name.to_string())
-            .or_default()
-            .clone()
-    }
-
     /// One invocation and how long it took; `error` names its failure kind.
     pub fn invocation(&self, name: &str, took: Duration, error: Option<&str>) {
-        let f = self.function(name);
-        f.latency_nanos.fetch_add(nanos(took), Relaxed);
-        let secs = took.as_secs_f64();
-        let bucket = BUCKETS
-            .iter()
-            .position(|bound| secs <= *bound)
-            .unwrap_or(BUCKETS.len());
-        f.buckets[bucket].fetch_add(1, Relaxed);
+        let labels = function(name);
+        self.invocations.get_or_create(&labels).inc();
+        self.latency
+            .get_or_create(&labels)
+            .observe(took.as_secs_f64());
         if let Some(kind) = error {
-            *f.errors
-                .lock()
-                .unwrap()
-                .entry(kind.to_string())
-                .or_default() += 1;
+            let failure = Failure {
+                function: labels.function,
+                kind: kind.to_string(),
+            };
+            self.errors.get_or_create(&failure).inc();
         }
     }
 
-    fn cold_start(f: &PerFunction, took: Duration) {
-        f.cold_starts.fetch_add(1, Relaxed);
-        f.cold_start_nanos.fetch_add(nanos(took), Relaxed);
+    fn cold_start(&self, labels: &Function, took: Duration) {
+        self.cold_starts.get_or_create(labels).inc();
+        self.cold_start_seconds
+            .get_or_create(labels)
+            .inc_by(took.as_secs_f64());
     }
 
     /// A successful deploy; `took` is deploy request to ready (the cold start).
     pub fn deployed(&self, name: &str, took: Duration) {
-        let f = self.function(name);
-        f.deploys.fetch_add(1, Relaxed);
-        Self::cold_start(&f, took);
+        let labels = function(name);
+        self.deploys.get_or_create(&labels).inc();
+        self.cold_start(&labels, took);
     }
 
     pub fn deploy_failed(&self) {
-        self.deploys_failed.fetch_add(1, Relaxed);
+        self.deploys_failed.inc();
     }
 
     /// A task started again (or a function loaded again) for a call after it was idle.
     pub fn woke(&self, name: &str, took: Duration) {
-        Self::cold_start(&self.function(name), took);
+        self.cold_start(&function(name), took);
     }
 
     /// A task stopped (or a function unloaded) for being idle.
     pub fn scaled_to_zero(&self, name: &str) {
-        self.function(name).idle_stops.fetch_add(1, Relaxed);
+        self.idle_stops.get_or_create(&function(name)).inc();
     }
 
     /// A task restarted behind a call (a cold start too).
     pub fn restarted(&self, name: &str, took: Duration) {
-        let f = self.function(name);
-        f.restarts.fetch_add(1, Relaxed);
-        Self::cold_start(&f, took);
+        let labels = function(name);
+        self.restarts.get_or_create(&labels).inc();
+        self.cold_start(&labels, took);
     }
 
+    /// The OpenMetrics text of every series.
     pub fn render(&self) -> String {
-        let functions = self.functions.read().unwrap();
         let mut out = String::new();
-        let mut family = |name: &str, kind: &str, help: &str| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        };
-        family(
-            "wasmengine_invocations_total",
-            "counter",
-            "Invocations answered, per function.",
-        );
-        family(
-            "wasmengine_invocation_errors_total",
-            "counter",
-            "Failed invocations, per function and kind.",
-        );
-        family(
-            "wasmengine_invocation_seconds",
-            "histogram",
-            "Invocation latency at the engine.",
-        );
-        family("wasmengine_deploys_total", "counter", "Successful deploys.");
-        family(
-            "wasmengine_deploys_failed_total",
-            "counter",
-            "Deploys that failed.",
-        );
-        family(
-            "wasmengine_cold_starts_total",
-            "counter",
-            "Tasks started (deploys and restarts), per function.",
-        );
-        family(
-            "wasmengine_cold_start_seconds_total",
-            "counter",
-            "Time from task creation to ready, summed.",
-        );
-        family(
-            "wasmengine_task_restarts_total",
-            "counter",
-            "Tasks found dead and restarted on invoke.",
-        );
-        family(
-            "wasmengine_idle_stops_total",
-            "counter",
-            "Tasks stopped after their function's idle period (scaled to zero).",
-        );
-        let _ = writeln!(
-            out,
-            "wasmengine_deploys_failed_total {}",
-            self.deploys_failed.load(Relaxed)
-        );
-        for (name, f) in functions.iter() {
-            let l = format!("function=\"{name}\"");
-            // Read once: the count and the +Inf bucket agree even while calls come in.
-            let counts: Vec<u64> = f.buckets.iter().map(|b| b.load(Relaxed)).collect();
-            let invocations: u64 = counts.iter().sum();
-            let _ = writeln!(out, "wasmengine_invocations_total{{{l}}} {invocations}");
-            for (kind, n) in f.errors.lock().unwrap().iter() {
-                let _ = writeln!(
-                    out,
-                    "wasmengine_invocation_errors_total{{{l},kind=\"{kind}\"}} {n}"
-                );
-            }
-            let mut cumulative = 0;
-            for (bound, n) in BUCKETS.iter().zip(&counts) {
-                cumulative += n;
-                let _ = writeln!(
-                    out,
-                    "wasmengine_invocation_seconds_bucket{{{l},le=\"{bound}\"}} {cumulative}"
-                );
-            }
-            let _ = writeln!(
-                out,
-                "wasmengine_invocation_seconds_bucket{{{l},le=\"+Inf\"}} {invocations}\nwasmengine_invocation_seconds_sum{{{l}}} {}\nwasmengine_invocation_seconds_count{{{l}}} {invocations}",
-                secs(&f.latency_nanos)
-            );
-            let n = |c: &AtomicU64| c.load(Relaxed);
-            let _ = writeln!(out, "wasmengine_deploys_total{{{l}}} {}", n(&f.deploys));
-            let _ = writeln!(
-                out,
-                "wasmengine_cold_starts_total{{{l}}} {}",
-                n(&f.cold_starts)
-            );
-            let _ = writeln!(
-                out,
-                "wasmengine_cold_start_seconds_total{{{l}}} {}",
-                secs(&f.cold_start_nanos)
-            );
-            let _ = writeln!(
-                out,
-                "wasmengine_task_restarts_total{{{l}}} {}",
-                n(&f.restarts)
-            );
-            let _ = writeln!(
-                out,
-                "wasmengine_idle_stops_total{{{l}}} {}",
-                n(&f.idle_stops)
-            );
-        }
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String does not fail");
         out
     }
 }
@@ -225,11 +196,11 @@ mod tests {
         let text = m.render();
         for line in [
             r#"wasmengine_invocations_total{function="f"} 3"#,
-            r#"wasmengine_invocation_seconds_bucket{function="f",le="0.00005"} 1"#,
-            r#"wasmengine_invocation_seconds_bucket{function="f",le="0.001"} 1"#,
-            r#"wasmengine_invocation_seconds_bucket{function="f",le="0.005"} 2"#,
-            r#"wasmengine_invocation_seconds_bucket{function="f",le="10"} 2"#,
-            r#"wasmengine_invocation_seconds_bucket{function="f",le="+Inf"} 3"#,
+            r#"wasmengine_invocation_seconds_bucket{le="0.00005",function="f"} 1"#,
+            r#"wasmengine_invocation_seconds_bucket{le="0.001",function="f"} 1"#,
+            r#"wasmengine_invocation_seconds_bucket{le="0.005",function="f"} 2"#,
+            r#"wasmengine_invocation_seconds_bucket{le="10.0",function="f"} 2"#,
+            r#"wasmengine_invocation_seconds_bucket{le="+Inf",function="f"} 3"#,
             r#"wasmengine_invocation_seconds_count{function="f"} 3"#,
             r#"wasmengine_invocation_errors_total{function="f",kind="timeout"} 1"#,
         ] {

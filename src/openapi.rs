@@ -174,7 +174,7 @@ const OPERATIONS: &[Operation] = &[
         method: HttpMethod::Get,
         path: "/metrics",
         id: "metrics",
-        summary: "Prometheus text: per-function invocations, errors, latency, deploys, cold starts.",
+        summary: "OpenMetrics text: per-function invocations, errors, latency, deploys, cold starts.",
         request: None,
         statuses: &[(200, "The metrics."), AUTH],
         rest: false,
@@ -220,6 +220,8 @@ fn operation(op: &Operation) -> utoipa::openapi::path::Operation {
                     .schema(Some(ObjectBuilder::new().schema_type(Type::Object)))
                     .build(),
             );
+        } else if op.id == "metrics" && status == 200 {
+            r = r.content("application/openmetrics-text", text());
         } else {
             r = r.content("text/plain", text());
         }

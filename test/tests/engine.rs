@@ -429,7 +429,7 @@ fn limits_give_their_status_and_fail_alone() {
         r#"wasmengine_invocation_errors_total{function="burn",kind="fuel_exhausted"} 1"#,
         r#"wasmengine_invocation_errors_total{function="chatty",kind="output_too_large"} 1"#,
         r#"wasmengine_invocation_seconds_count{function="gcd"} 1"#,
-        r#"wasmengine_invocation_seconds_bucket{function="gcd",le="+Inf"} 1"#,
+        r#"wasmengine_invocation_seconds_bucket{le="+Inf",function="gcd"} 1"#,
         r#"wasmengine_deploys_total{function="chatty"} 1"#,
         r#"wasmengine_cold_starts_total{function="burn"} 1"#,
         "wasmengine_deploys_failed_total 0",
