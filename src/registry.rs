@@ -3,8 +3,8 @@
 //! follows, then create the image record.
 //!
 //! Loopback registries are reached over plain HTTP; others over HTTPS unless listed as
-//! insecure. Bearer-token and basic auth are supported, with credentials from the docker
-//! `config.json` when present.
+//! insecure. Bearer-token and basic auth are supported, with credentials from docker's
+//! `config.json` (`docker_credential`: its `auths`, or a credential helper it names).
 
 use std::collections::HashMap;
 
@@ -30,8 +30,6 @@ const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest
 pub struct Registries {
     http: reqwest::Client,
     insecure: Vec<String>,
-    /// `host` → base64 `user:password`, from docker's config.json.
-    credentials: HashMap<String, String>,
 }
 
 /// One pull's view of a registry: base URL and the authorization earned so far.
@@ -51,7 +49,6 @@ impl Registries {
                 .build()
                 .expect("http client"),
             insecure,
-            credentials: docker_credentials(),
         }
     }
 
@@ -64,7 +61,12 @@ impl Registries {
         challenge: &str,
         actions: &str,
     ) -> ApiResult<String> {
-        let creds = self.credentials.get(&reference.registry);
+        let registry = reference.registry.clone();
+        let creds = tokio::task::spawn_blocking(move || docker_credentials(&registry))
+            .await
+            .ok()
+            .flatten();
+        let creds = creds.as_ref();
         let (scheme, params) = challenge.split_once(' ').unwrap_or((challenge, ""));
         if scheme.eq_ignore_ascii_case("basic") {
             return creds.map(|c| format!("Basic {c}")).ok_or_else(|| {
@@ -454,40 +456,39 @@ fn sha256(data: &[u8]) -> String {
 }
 
 /// `auths` of docker's config.json: registry host → base64 `user:password`.
-fn docker_credentials() -> HashMap<String, String> {
-    let path = std::env::var_os("DOCKER_CONFIG")
-        .map(|d| std::path::PathBuf::from(d).join("config.json"))
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .map(|h| std::path::PathBuf::from(h).join(".docker/config.json"))
-        });
-    let Some(config) = path
-        .and_then(|p| std::fs::read(p).ok())
-        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-    else {
-        return HashMap::new();
+/// A registry's credentials from docker's config (`$DOCKER_CONFIG/config.json` or
+/// `~/.docker/config.json`: its `auths`, or the credential helper or store it names), as
+/// base64 `user:password` for basic auth. Read when a registry asks, so a `docker login`
+/// after the engine started counts.
+fn docker_credentials(registry: &str) -> Option<String> {
+    // docker's config names Docker Hub by its old index URL, others by host[:port].
+    let keys = if registry == "docker.io" {
+        vec![
+            "https://index.docker.io/v1/".to_string(),
+            "index.docker.io".into(),
+            "docker.io".into(),
+        ]
+    } else {
+        vec![
+            registry.to_string(),
+            format!("https://{registry}"),
+            format!("http://{registry}"),
+        ]
     };
-    let mut out = HashMap::new();
-    for (host, entry) in config["auths"].as_object().into_iter().flatten() {
-        let auth = entry["auth"].as_str().map(str::to_string).or_else(|| {
-            let (u, p) = (entry["username"].as_str()?, entry["password"].as_str()?);
-            Some(base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}")))
-        });
-        if let Some(auth) = auth {
-            let host = host
-                .trim_start_matches("https://")
-                .trim_start_matches("http://")
-                .trim_end_matches("/v1/")
-                .to_string();
-            let host = if host == "index.docker.io" {
-                "docker.io".to_string()
-            } else {
-                host
-            };
-            out.insert(host, auth);
+    for key in keys {
+        match docker_credential::get_credential(&key) {
+            Ok(docker_credential::DockerCredential::UsernamePassword(user, password)) => {
+                return Some(
+                    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")),
+                )
+            }
+            Ok(docker_credential::DockerCredential::IdentityToken(_)) => {
+                tracing::warn!("{registry}: docker's identity tokens are not supported");
+            }
+            Err(_) => {}
         }
     }
-    out
+    None
 }
 
 #[cfg(test)]

@@ -594,6 +594,51 @@ fn registry_credentials_come_from_docker_config() {
         json!({"function_name": "echo-string", "function_image": reference, "wasi_cap": false}),
     );
     assert_eq!(result(&e, "echo-string", json!({"k": "v"})), r#"{"k":"v"}"#);
+    drop(e);
+
+    // A credential helper that docker's config names (`credHelpers`) is asked instead.
+    let helpers = tempfile::tempdir().unwrap();
+    let helper = helpers.path().join("docker-credential-we-test");
+    std::fs::write(
+        &helper,
+        "#!/bin/sh\nread server\nprintf '{\"ServerURL\":\"%s\",\"Username\":\"fn-user\",\"Secret\":\"fn-pass\"}' \"$server\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&helper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::write(
+        helpers.path().join("config.json"),
+        json!({"credHelpers": {reg.host(): "we-test"}}).to_string(),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        helpers.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let e = Engine::start_with_env(
+        &c,
+        &[],
+        &[
+            ("DOCKER_CONFIG", helpers.path().to_str().unwrap()),
+            ("PATH", &path),
+        ],
+    )
+    .unwrap();
+    // A tag containerd has not seen: the deploy must reach the registry.
+    let image = reg
+        .push_wasm(
+            &app("gcd"),
+            &ImageSpec::classic("gcd.wasm"),
+            "private/gcd:helped",
+            false,
+        )
+        .unwrap();
+    e.deploy(
+        json!({"function_name": "gcd-helped", "function_image": image,
+                    "wasi_cap": false, "export": "gcd"}),
+    );
+    assert_eq!(result(&e, "gcd-helped", json!([12, 18])), "6");
+    assert!(e.log().contains(&image), "{}", e.log());
 }
 
 #[test]
