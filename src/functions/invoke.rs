@@ -112,13 +112,15 @@ impl Functions {
         let (patience, bound) = match call.time_left {
             Some(left) => (
                 handle.timeout.min(left),
-                handle.call_timeout.min(left + NESTED_SLACK),
+                handle.call_timeout.min(left.saturating_add(NESTED_SLACK)),
             ),
             None => (handle.timeout, handle.call_timeout),
         };
         let mut restarted = false;
         loop {
-            let calls = Calls::new(self, name, &handle.calls, call, Instant::now() + patience);
+            // A deploy may name a timeout too far away for an instant (no deadline then).
+            let deadline = Instant::now().checked_add(patience);
+            let calls = Calls::new(self, name, &handle.calls, call, deadline);
             let cx = CallContext {
                 call_id: call.id,
                 time_left: call.time_left.map(|_| patience),

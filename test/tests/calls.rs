@@ -91,6 +91,15 @@ fn chain_and_refusal(extra: &[&str]) {
     assert_eq!(code, 500);
     assert!(message(&v).contains("404"), "{v}");
 
+    // A caller whose timeout is too far away to be an instant still calls (no deadline).
+    e.deploy(
+        json!({"function_name": "patient-relay", "function_image": relay, "wasi_cap": true,
+                    "calls": ["chain"], "timeout_ms": u64::MAX}),
+    );
+    let (code, v) = e.invoke("patient-relay", json!(["relay", "chain", "x"]));
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["result"], r#"relay>chain>["x"]"#);
+
     // calls must name functions.
     let (code, v) = e.post_json(
         "/function/deploy",
