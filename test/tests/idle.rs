@@ -52,13 +52,15 @@ fn idle_functions_scale_to_zero_and_wake_on_their_next_call() {
         assert_eq!(e.invoke("sleepy", json!([4, 6])).0, 200);
         assert_eq!(status(&e, "sleepy"), "running");
     }
+    // Generous bounds: under the whole suite's load a task's stop (SIGTERM, then containerd
+    // reaping it) has taken over 5 s on this 2-core machine kind.
     assert!(
-        eventually(Duration::from_secs(5), || status(&e, "sleepy") == "idle"),
+        eventually(Duration::from_secs(20), || status(&e, "sleepy") == "idle"),
         "{}",
         e.log()
     );
     // The marker goes first, then the task is stopped: wait for the stop to finish.
-    assert!(eventually(Duration::from_secs(5), || metric(
+    assert!(eventually(Duration::from_secs(20), || metric(
         &e,
         r#"wasmengine_idle_stops_total{function="sleepy"}"#
     ) == 1));
