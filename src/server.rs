@@ -276,10 +276,10 @@ async fn logs(State(state): State<Arc<AppState>>, headers: HeaderMap, b: Body) -
                 lines
                     .iter()
                     .map(|l| {
-                        serde_json::json!({
-                            "time": rfc3339_ms(l.time_ms),
-                            "call_id": l.call_id,
-                            "text": l.text,
+                        serde_json::json!(rest::LogEntry {
+                            time: rfc3339_ms(l.time_ms),
+                            call_id: l.call_id.clone(),
+                            text: l.text.clone(),
                         })
                     })
                     .collect(),

@@ -134,8 +134,6 @@ pub struct FunctionDetail {
     pub limits: FunctionLimits,
     /// `running`, `idle` (scaled to zero), `created`, `stopped`, `no task` or `unknown`.
     pub status: String,
-    /// When its container was created (RFC 3339).
-    pub created: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_timeout_secs: Option<u64>,
     /// The functions it may call.
@@ -143,7 +141,9 @@ pub struct FunctionDetail {
     pub calls: Vec<String>,
     /// A stopped task's exit status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub exit_status: Option<i64>,
+    pub exit_status: Option<u32>,
+    /// When its container was created (RFC 3339).
+    pub created: Option<String>,
 }
 
 /// A line of `POST /function/logs`.

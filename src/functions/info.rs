@@ -1,5 +1,7 @@
 //! What containerd says about deployed functions: `list` and `query`.
 
+use wasmengine_api::rest::{FunctionDetail, FunctionSummary};
+
 use super::*;
 
 /// A deployed function, as containerd describes it.
@@ -24,31 +26,36 @@ pub struct FunctionInfo {
 impl FunctionInfo {
     /// The original list fields.
     pub fn summary(&self) -> Value {
-        json!({"func_name": self.name, "func_image_name": self.image, "wasi_cap": self.wasi})
+        json!(FunctionSummary {
+            func_name: self.name.clone(),
+            func_image_name: self.image.clone(),
+            wasi_cap: self.wasi,
+        })
     }
 
     /// The query fields: the original ones and what containerd knows.
     pub fn detail(&self) -> Value {
-        let mut v = self.summary();
-        v["image_digest"] = json!(self.image_digest);
-        v["export"] = json!(self.export);
-        v["limits"] = json!(self.limits);
-        v["status"] = if self.idle && self.state != TaskState::Running {
-            json!("idle")
+        let status = if self.idle && self.state != TaskState::Running {
+            "idle"
         } else {
-            json!(self.state.as_str())
+            self.state.as_str()
         };
-        if let Some(secs) = self.idle_timeout_secs {
-            v["idle_timeout_secs"] = json!(secs);
-        }
-        if !self.calls.is_empty() {
-            v["calls"] = json!(self.calls);
-        }
-        if let TaskState::Stopped(code) = self.state {
-            v["exit_status"] = json!(code);
-        }
-        v["created"] = json!(self.created.map(crate::containerd::humantime_rfc3339));
-        v
+        json!(FunctionDetail {
+            func_name: self.name.clone(),
+            func_image_name: self.image.clone(),
+            wasi_cap: self.wasi,
+            image_digest: self.image_digest.clone(),
+            export: self.export.clone(),
+            limits: self.limits.clone(),
+            status: status.to_string(),
+            idle_timeout_secs: self.idle_timeout_secs,
+            calls: self.calls.clone(),
+            exit_status: match self.state {
+                TaskState::Stopped(code) => Some(code),
+                _ => None,
+            },
+            created: self.created.map(crate::containerd::humantime_rfc3339),
+        })
     }
 }
 
