@@ -1,11 +1,11 @@
 //! The engine side of the invocation protocol (`wasmengine_api::invoke`): HTTP/1.1 over a
-//! function's unix socket, with kept-alive connections reused across calls.
+//! function's unix socket, every call on a stream of one kept-alive connection
+//! (`crate::streams`).
 //!
 //! The function on the other end is untrusted: its answer's head and body are read within
 //! bounds (the body within the function's output cap plus room for an error), never into a
-//! buffer sized by what it announces. A call is delivered at most once: a kept-alive
-//! connection is checked before a request goes out on it, and a request that went out is
-//! never sent again.
+//! buffer sized by what it announces. A call is delivered at most once: a connection is
+//! checked before a request goes out on it, and a request that went out is never sent again.
 
 use std::future::Future;
 use std::io;
@@ -15,23 +15,19 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
-
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
-use wasmengine_api::http1::{self, Head, HeadReader, Kind};
+use tokio::sync::Semaphore;
+use wasmengine_api::http1;
 use wasmengine_api::invoke::{
-    ErrorCode, InvokeError, HEADER_CALLEE, HEADER_CALL_ID, HEADER_STATUS, HEADER_TIME_LEFT,
-    PATH_ANSWER, PATH_INVOKE, PATH_READY, STATUS_CALL,
+    ErrorCode, InvokeError, HEADER_CALL_ID, HEADER_STATUS, HEADER_TIME_LEFT, PATH_ANSWER,
+    PATH_INVOKE, PATH_READY,
 };
 
-/// Idle connections kept per function (more callers than this open short-lived ones).
-const MAX_IDLE: usize = 128;
+use crate::streams::{self, Conn, Message};
+
 /// Room in an answer beyond the result cap: an error's JSON, a command's stderr tail.
 pub const ANSWER_MARGIN: usize = 64 << 10;
-
-/// Largest args of a function's call to another function.
-const MAX_CALL_ARGS: usize = 16 << 20;
 
 /// Runs the calls a function makes to other functions (`102 Call`) during one of its calls.
 pub trait Nested: Sync {
@@ -54,24 +50,41 @@ pub struct CallContext<'a> {
     pub nested: Option<&'a dyn Nested>,
 }
 
-/// Kept-alive connections to one socket, shared by every function served behind it (one
-/// function's, or a group's).
+/// The connection to one socket, shared by every function served behind it (one function's,
+/// or a group's): every call to them is a stream on it.
 pub struct Pool {
     socket: PathBuf,
-    idle: Mutex<Vec<BufReader<UnixStream>>>,
+    conn: Mutex<Option<Arc<Conn>>>,
 }
 
 impl Pool {
     pub fn new(socket: &Path) -> Arc<Pool> {
         Arc::new(Pool {
             socket: socket.to_path_buf(),
-            idle: Mutex::new(Vec::new()),
+            conn: Mutex::new(None),
         })
     }
 
-    /// Drops the idle connections (after the task behind them was replaced).
+    /// Lets the connection go (after the task behind it was replaced): calls still on it
+    /// finish there, new ones open a new one.
     pub fn reset(&self) {
-        self.idle.lock().unwrap().clear();
+        self.conn.lock().unwrap().take();
+    }
+
+    /// The open connection, or a new one.
+    async fn connection(&self) -> Result<Arc<Conn>, CallFailure> {
+        if let Some(conn) = self.conn.lock().unwrap().as_ref().filter(|c| c.is_open()) {
+            return Ok(conn.clone());
+        }
+        let stream = UnixStream::connect(&self.socket)
+            .await
+            .map_err(CallFailure::NotListening)?;
+        let mut slot = self.conn.lock().unwrap();
+        match slot.as_ref().filter(|c| c.is_open()) {
+            // Another call connected meanwhile: use its connection (ours is dropped).
+            Some(conn) => Ok(conn.clone()),
+            None => Ok(slot.insert(Conn::start(stream)).clone()),
+        }
     }
 }
 
@@ -249,13 +262,16 @@ impl Invoker {
         match UnixStream::connect(&self.pool.socket).await {
             Ok(s) => {
                 let mut conn = BufReader::new(s);
+                let asked = async {
+                    let ask = http1::request("GET", PATH_READY, "", b"", true);
+                    conn.get_mut().write_all(&ask).await?;
+                    let head = streams::read_head(&mut conn).await?;
+                    streams::read_body(&mut conn, head.content_length, 64).await?;
+                    std::io::Result::Ok(head.status)
+                };
                 matches!(
-                    tokio::time::timeout(
-                        Duration::from_secs(2),
-                        exchange(&mut conn, "GET", PATH_READY, "", b"", 64, None)
-                    )
-                    .await,
-                    Ok(Ok((200, _, _)))
+                    tokio::time::timeout(Duration::from_secs(2), asked).await,
+                    Ok(Ok(200))
                 )
             }
             Err(_) => false,
@@ -270,53 +286,32 @@ impl Invoker {
         body: &[u8],
         nested: Option<&dyn Nested>,
     ) -> Result<(u16, Vec<u8>), CallFailure> {
-        let mut conn = match self.take_idle() {
-            Some(conn) => conn,
-            None => BufReader::new(
-                UnixStream::connect(&self.pool.socket)
-                    .await
-                    .map_err(CallFailure::NotListening)?,
-            ),
-        };
+        let conn = self.pool.connection().await?;
         // From here on the request may have reached the function: a failure is final.
-        let (status, body, keep) = exchange(
-            &mut conn,
-            method,
-            path,
-            headers,
-            body,
-            self.max_body,
-            nested,
-        )
-        .await
-        .map_err(CallFailure::Broken)?;
-        if keep {
-            self.put_back(conn);
-        }
-        Ok((status, body))
-    }
-
-    /// An idle connection the function has not closed. The server sends nothing unasked on
-    /// a kept-alive connection, so one with anything to read (its end, or stray bytes) is
-    /// stale and dropped.
-    fn take_idle(&self) -> Option<BufReader<UnixStream>> {
-        let mut idle = self.pool.idle.lock().unwrap();
-        while let Some(conn) = idle.pop() {
-            let mut probe = [0u8; 1];
-            match conn.get_ref().try_read(&mut probe) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock && conn.buffer().is_empty() => {
-                    return Some(conn)
+        let mut stream = conn
+            .open(method, path, headers, body, self.max_body)
+            .map_err(CallFailure::Broken)?;
+        loop {
+            match stream.next().await {
+                Message::Answer { status, body } => return Ok((status, body)),
+                Message::Failed(e) => return Err(CallFailure::Broken(e)),
+                Message::Call { callee, args } => {
+                    let (status, answer) = match nested {
+                        Some(n) => n.call(callee, args).await,
+                        None => (
+                            501,
+                            serde_json::json!({"code": "unsupported",
+                                "message": "calls to other functions are not available here"})
+                            .to_string()
+                            .into_bytes(),
+                        ),
+                    };
+                    let head = format!("{}{HEADER_STATUS}: {status}\r\n", stream.header());
+                    stream
+                        .send(http1::request("PUT", PATH_ANSWER, &head, &answer, false))
+                        .map_err(CallFailure::Broken)?;
                 }
-                _ => continue,
             }
-        }
-        None
-    }
-
-    fn put_back(&self, conn: BufReader<UnixStream>) {
-        let mut idle = self.pool.idle.lock().unwrap();
-        if idle.len() < MAX_IDLE {
-            idle.push(conn);
         }
     }
 }
@@ -325,101 +320,12 @@ fn is_not_loaded(body: &[u8]) -> bool {
     serde_json::from_slice::<InvokeError>(body).is_ok_and(|e| e.code == ErrorCode::NotLoaded)
 }
 
-/// One request/response on `conn`: status, body, and whether the connection stays open.
-/// The function's calls to other functions on the way (`102 Call`) go to `nested`.
-async fn exchange(
-    conn: &mut BufReader<UnixStream>,
-    method: &str,
-    path: &str,
-    headers: &str,
-    body: &[u8],
-    max_body: usize,
-    nested: Option<&dyn Nested>,
-) -> io::Result<(u16, Vec<u8>, bool)> {
-    write_request(conn, method, path, headers, body).await?;
-    loop {
-        let head = read_head(conn).await?;
-        if head.status == STATUS_CALL {
-            let callee = head.header(HEADER_CALLEE).unwrap_or_default().to_string();
-            let args = read_body(conn, head.content_length, MAX_CALL_ARGS).await?;
-            let (status, answer) = match nested {
-                Some(n) => n.call(callee, args).await,
-                None => (
-                    501,
-                    serde_json::json!({"code": "unsupported",
-                        "message": "calls to other functions are not available here"})
-                    .to_string()
-                    .into_bytes(),
-                ),
-            };
-            let head = format!("{HEADER_STATUS}: {status}\r\n");
-            write_request(conn, "PUT", PATH_ANSWER, &head, &answer).await?;
-            continue;
-        }
-        let body = read_body(conn, head.content_length, max_body).await?;
-        return Ok((head.status, body, !head.close));
-    }
-}
-
-async fn write_request(
-    conn: &mut BufReader<UnixStream>,
-    method: &str,
-    path: &str,
-    headers: &str,
-    body: &[u8],
-) -> io::Result<()> {
-    let out = http1::request(method, path, headers, body, false);
-    conn.get_mut().write_all(&out).await
-}
-
-/// An answer's head, read within [`http1::MAX_HEAD`].
-async fn read_head(conn: &mut BufReader<UnixStream>) -> io::Result<Head> {
-    let mut head = HeadReader::default();
-    loop {
-        let room = head.room();
-        let n = (&mut *conn)
-            .take(room)
-            .read_until(b'\n', head.buffer())
-            .await?;
-        if n == 0 && head.is_empty() {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "function closed the connection",
-            ));
-        }
-        if head.line_read(n)? {
-            return head.finish(Kind::Response);
-        }
-    }
-}
-
-/// A body of `length` bytes, refused when over `max_body` (never allocated up front).
-async fn read_body(
-    conn: &mut BufReader<UnixStream>,
-    length: usize,
-    max_body: usize,
-) -> io::Result<Vec<u8>> {
-    http1::check_length(length, max_body)?;
-    let mut body = Vec::with_capacity(length.min(64 << 10));
-    (&mut *conn)
-        .take(length as u64)
-        .read_to_end(&mut body)
-        .await?;
-    if body.len() != length {
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "function closed the connection mid-answer",
-        ));
-    }
-    Ok(body)
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
 
-    use tokio::io::AsyncWriteExt;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
     use tokio::net::UnixListener;
 
     use super::*;
@@ -460,14 +366,25 @@ mod tests {
                                 return;
                             }
                         }
+                        let stream = String::from_utf8_lossy(&head)
+                            .lines()
+                            .find_map(|l| l.strip_prefix("x-wasmengine-stream: "))
+                            .map(|id| format!("x-wasmengine-stream: {id}\r\n"))
+                            .unwrap_or_default();
+                        // The answer as given, its stream id after the status line.
+                        let tagged = |b: Vec<u8>| match b.windows(2).position(|w| w == b"\r\n") {
+                            Some(at) => [&b[..at + 2], stream.as_bytes(), &b[at + 2..]].concat(),
+                            None => b,
+                        };
                         match answer(seen.fetch_add(1, Ordering::SeqCst)) {
-                            Answer::Keep(b) => conn.get_mut().write_all(&b).await.unwrap(),
+                            Answer::Keep(b) => conn.get_mut().write_all(&tagged(b)).await.unwrap(),
                             Answer::ThenClose(b) => {
-                                conn.get_mut().write_all(&b).await.unwrap();
+                                conn.get_mut().write_all(&tagged(b)).await.unwrap();
                                 return;
                             }
                             Answer::Drop => return,
-                            Answer::Hang => std::future::pending::<()>().await,
+                            // Others on the connection go on meanwhile (streams).
+                            Answer::Hang => {}
                         }
                     }
                 });

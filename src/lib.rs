@@ -10,8 +10,8 @@
 //!   layer (whiteouts applied), and what it unpacks to.
 //! - [`functions`]: deploy, invoke, list, query, delete — functions as containers of our
 //!   runtime, with containerd as the only store of their state.
-//! - [`invoker`]: the engine side of the invocation protocol (kept-alive unix-socket
-//!   connections per function).
+//! - [`invoker`]: the engine side of the invocation protocol (slots and queue per function);
+//!   [`streams`] the one connection per function socket that carries every call in flight.
 //! - [`server`]: the axum router, response forms, auth and status codes; [`metrics`] the
 //!   Prometheus counters it serves; [`openapi`] the OpenAPI document of it all.
 //! - [`image_cmd`]: `wasm_engine image build|push`; [`fn_cmd`]: `wasm_engine fn …`, a command
@@ -32,3 +32,4 @@ pub mod openapi;
 pub mod reference;
 pub mod registry;
 pub mod server;
+pub mod streams;

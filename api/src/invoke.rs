@@ -16,6 +16,15 @@
 //! `PUT /answer` with the status in [`HEADER_STATUS`] and the result (or an error JSON) as its
 //! body; then it reads on, for another `102` or the invoke's final answer. The connection
 //! belongs to the call, so the engine knows who calls without any token.
+//!
+//! Streams: a request that carries [`HEADER_STREAM`] (a number the sender picks, unique among
+//! its requests in flight on the connection) may be answered out of order, while other
+//! requests of the connection run: its answer, each `102 Call` it makes and the engine's
+//! `PUT /answer` to those carry the same stream id. The engine sends every request this way,
+//! many in flight on one connection per function, so that under load one read or write
+//! carries many calls and the function server wakes once per batch rather than once per call.
+//! A request without a stream id is answered in order, before anything else is read from its
+//! connection: plain HTTP/1.1, as `curl --unix-socket` sends it.
 
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +37,8 @@ pub const PATH_ANSWER: &str = "/answer";
 pub const STATUS_CALL: u16 = 102;
 /// The function a `102 Call` calls.
 pub const HEADER_CALLEE: &str = "x-wasmengine-callee";
+/// The stream a request belongs to, echoed in its answer (see the module's doc).
+pub const HEADER_STREAM: &str = "x-wasmengine-stream";
 /// The callee's status in a `PUT /answer`.
 pub const HEADER_STATUS: &str = "x-wasmengine-status";
 /// Milliseconds the call may still run: sent with the invoke of a callee, whose own timeout

@@ -20,7 +20,8 @@
 //! - [`logs`]: a function's log, a ring of its calls' stderr lines and errors;
 //! - [`server`]: the function server spoken to over a unix socket
 //!   (`wasmengine_api::invoke`);
-//! - [`settings`]: engine configuration and limits from the container's environment.
+//! - [`settings`]: engine configuration and limits from the container's environment;
+//! - [`streams`]: many calls in flight on one connection, run by the connection's workers.
 
 pub mod group;
 pub mod link;
@@ -31,5 +32,6 @@ pub mod server;
 pub mod settings;
 pub mod shim;
 pub mod source;
+pub mod streams;
 
 pub use shim::WasmEngineShim;

@@ -2,13 +2,16 @@
 //! (a Kubernetes pod's, behind a Service) until the task is killed.
 //!
 //! The protocol is `wasmengine_api::invoke` (HTTP/1.1, kept-alive connections). Each
-//! connection gets a thread (the engine keeps a small pool of connections per function); each
-//! call runs in a fresh instance, and at most `concurrency` calls run at once (the rest wait
-//! their turn). Plain threads rather than an async runtime: synchronous WASI must not be
-//! called from inside a tokio runtime, and a blocking socket costs nothing here.
+//! connection gets a thread that reads it. A request without a stream id runs on that thread,
+//! answered before the next is read; requests on streams (what the engine sends, many in
+//! flight on one connection) go to the connection's workers (`crate::streams`). Each call
+//! runs in a fresh instance, and at most `concurrency` calls run at once (the rest wait their
+//! turn). Plain threads rather than an async runtime: synchronous WASI must not be called from
+//! inside a tokio runtime, and a blocking socket costs nothing here.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex};
@@ -17,13 +20,14 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use wasmengine_api::http1::{self, Kind};
 use wasmengine_api::invoke::{
-    ErrorCode, InvokeError, HEADER_CALL_ID, HEADER_STATUS, HEADER_TIME_LEFT, PATH_INVOKE,
-    PATH_LOGS, PATH_READY,
+    ErrorCode, InvokeError, HEADER_CALL_ID, HEADER_STATUS, HEADER_STREAM, HEADER_TIME_LEFT,
+    PATH_INVOKE, PATH_LOGS, PATH_READY,
 };
 use wasmengine_core::{CallError, CallOptions, Callout, Function};
 
 use crate::link::EngineLink;
 use crate::logs::Logs;
+use crate::streams::{Streams, Writer};
 
 /// Largest request body the server reads.
 pub const MAX_BODY: usize = 64 << 20;
@@ -65,31 +69,43 @@ impl Listener {
         }
     }
 
-    /// The next connection, as a reader and a writer of one stream, and on the engine's
-    /// socket the link its calls' calls to other functions go back on.
+    /// The next connection: a reader and a writer of one stream, its descriptor, and on the
+    /// engine's socket the link its calls' calls to other functions go back on.
     fn accept(&self) -> std::io::Result<Connection> {
         match self {
             Listener::Unix(l) => {
                 let (s, _) = l.accept()?;
                 let link = Arc::new(EngineLink::new(s.try_clone()?));
-                Ok((Box::new(s.try_clone()?), Box::new(s), Some(link)))
+                Ok(Connection {
+                    fd: s.as_raw_fd(),
+                    reader: Box::new(s.try_clone()?),
+                    writer: Box::new(s),
+                    link: Some(link),
+                })
             }
             Listener::Tcp(l) => {
                 let (s, _) = l.accept()?;
                 // Answers are written whole, in one write: no reason to wait for more.
                 s.set_nodelay(true)?;
                 let r: TcpStream = s.try_clone()?;
-                Ok((Box::new(r), Box::new(s), None))
+                Ok(Connection {
+                    fd: s.as_raw_fd(),
+                    reader: Box::new(r),
+                    writer: Box::new(s),
+                    link: None,
+                })
             }
         }
     }
 }
 
-type Connection = (
-    Box<dyn Read + Send>,
-    Box<dyn Write + Send>,
-    Option<Arc<EngineLink>>,
-);
+struct Connection {
+    /// The socket's descriptor (open while `reader` is).
+    fd: RawFd,
+    reader: Box<dyn Read + Send>,
+    writer: Box<dyn Write + Send>,
+    link: Option<Arc<EngineLink>>,
+}
 
 /// What a server answers: one function, or a group of them (see `crate::group`).
 pub trait Service: Send + Sync + 'static {
@@ -156,7 +172,7 @@ pub fn serve(
     );
     let slots = Arc::new(Slots::new(concurrency.max(1)));
     loop {
-        let (reader, writer, link) = match listener.accept() {
+        let conn = match listener.accept() {
             Ok(c) => c,
             Err(e) => {
                 log::warn!("accept: {e}");
@@ -167,7 +183,7 @@ pub fn serve(
         std::thread::Builder::new()
             .name("fn-conn".into())
             .spawn(move || {
-                if let Err(e) = handle(reader, writer, link, &*service, &slots) {
+                if let Err(e) = handle(conn, service, slots) {
                     log::debug!("connection closed: {e:#}");
                 }
             })
@@ -179,6 +195,7 @@ pub fn serve(
 pub struct Slots {
     free: Mutex<usize>,
     freed: Condvar,
+    capacity: usize,
 }
 
 impl Slots {
@@ -186,7 +203,13 @@ impl Slots {
         Slots {
             free: Mutex::new(n),
             freed: Condvar::new(),
+            capacity: n,
         }
+    }
+
+    /// How many calls run at once.
+    pub fn capacity(&self) -> usize {
+        self.capacity
     }
 
     /// Runs `f` in a free slot, waiting for one at most `patience`; `None` if none came free
@@ -230,30 +253,66 @@ pub struct Request {
     pub time_left: Option<Duration>,
     /// The callee's status, in the engine's answer to a call ([`HEADER_STATUS`]).
     pub answer_status: Option<u16>,
+    /// The stream the request is on ([`HEADER_STREAM`]); none: answered in order.
+    pub stream: Option<u64>,
+    /// How long the request waited for a worker (it counts against the call's timeout).
+    pub queued: Duration,
     close: bool,
 }
 
 /// Serves requests on one connection until the peer closes it.
-fn handle(
-    reader: impl Read,
-    mut writer: impl Write,
-    link: Option<Arc<EngineLink>>,
-    service: &dyn Service,
-    slots: &Slots,
-) -> anyhow::Result<()> {
+fn handle(conn: Connection, service: Arc<dyn Service>, slots: Arc<Slots>) -> anyhow::Result<()> {
+    let Connection {
+        fd,
+        reader,
+        writer,
+        link,
+    } = conn;
+    let writer: Writer = Arc::new(Mutex::new(writer));
     let mut reader = BufReader::new(reader);
-    while let Some(mut req) = read_request(&mut reader, service.max_body())? {
+    let mut streams: Option<Arc<Streams>> = None;
+    let result = loop {
+        if reader.buffer().is_empty() {
+            if let Some(streams) = &streams {
+                streams.flush();
+                streams.wait_readable(fd);
+            }
+        }
+        let mut req = match read_request(&mut reader, service.max_body()) {
+            Ok(Some(req)) => req,
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e),
+        };
+        if let Some(id) = req.stream {
+            streams
+                .get_or_insert_with(|| {
+                    Streams::new(
+                        service.clone(),
+                        slots.clone(),
+                        writer.clone(),
+                        link.is_some(),
+                    )
+                })
+                .submit(id, req);
+            continue;
+        }
         let callout = link.clone().map(|l| l as Arc<dyn Callout>);
-        let (status, content_type, body) = service.respond(&req, slots, callout);
+        let (status, content_type, body) = service.respond(&req, &slots, callout);
         // A call to another function left an answer unread: nothing more on this connection.
         req.close |= link.as_ref().is_some_and(|l| l.is_broken());
         let content_type = format!("content-type: {content_type}\r\n");
-        writer.write_all(&http1::response(status, &content_type, &body, req.close))?;
-        if req.close {
-            break;
+        let answer = http1::response(status, &content_type, &body, req.close);
+        if let Err(e) = writer.lock().unwrap().write_all(&answer) {
+            break Err(e.into());
         }
+        if req.close {
+            break Ok(());
+        }
+    };
+    if let Some(streams) = streams {
+        streams.close();
     }
-    Ok(())
+    result
 }
 
 /// Calls `function` with the JSON args of `req`, in a free slot; what the call wrote to
@@ -284,7 +343,9 @@ pub fn call(
                 callout: link,
             };
             slots
-                .run(timeout, || function.call_with(&args, &opts))
+                .run(timeout.saturating_sub(req.queued), || {
+                    function.call_with(&args, &opts)
+                })
                 .unwrap_or((Err(CallError::Timeout(timeout)), Vec::new()))
         }
         Err(e) => (
@@ -333,6 +394,8 @@ pub(crate) fn read_request(
     Ok(Some(Request {
         time_left: number(HEADER_TIME_LEFT).map(Duration::from_millis),
         answer_status: number(HEADER_STATUS).and_then(|s| u16::try_from(s).ok()),
+        stream: number(HEADER_STREAM),
+        queued: Duration::ZERO,
         close: head.close,
         method: head.method,
         path: head.path,
@@ -391,7 +454,7 @@ mod framing_props {
             prop_assert!(err.is_none(), "{:?}", err);
             let want: Vec<Request> = reqs.into_iter().map(|(m, p, body, close)| Request {
                 method: m.to_string(), path: p, body, call_id: String::new(), time_left: None,
-                answer_status: None, close,
+                answer_status: None, stream: None, queued: Duration::ZERO, close,
             }).collect();
             prop_assert_eq!(got, want);
         }

@@ -471,6 +471,78 @@ fn serve_mode_answers_concurrent_invocations_in_fresh_instances() {
     assert_eq!(err.code, wasmengine_api::invoke::ErrorCode::BadArgs);
 }
 
+/// Requests on streams of one connection: a slow call does not hold up the fast ones behind
+/// it (their answers come first, tagged with their stream ids), a request without a stream id
+/// is answered in order, and a stream request's answer never carries another's id.
+#[test]
+fn serve_mode_streams_answer_out_of_order_on_one_connection() {
+    use std::io::Write;
+    use wasmengine_api::http1::{self, Kind};
+    let c = Containerd::start().unwrap();
+    probe_image(&c, "localhost/probe:v1");
+    let dir = tempfile::tempdir().unwrap();
+    let socket = start_server(
+        &c,
+        "localhost/probe:v1",
+        "streams-fn",
+        dir.path(),
+        &[
+            "WASMENGINE_FUNCTION=probe",
+            "WASMENGINE_TIMEOUT_MS=3000",
+            "WASMENGINE_CONCURRENCY=4",
+        ],
+    );
+    let mut conn = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let stream = |id: u32, args: &str| {
+        let head = format!("x-wasmengine-stream: {id}\r\n");
+        http1::request("POST", "/invoke", &head, args.as_bytes(), false)
+    };
+    // One write: the spinner first, then three quick calls.
+    let mut batch = stream(7, r#"["probe","spin"]"#);
+    for id in [8, 9, 10] {
+        batch.extend(stream(id, &format!(r#"["probe","exit","0","{id}"]"#)));
+    }
+    let start = std::time::Instant::now();
+    conn.write_all(&batch).unwrap();
+    let mut reader = std::io::BufReader::new(conn.try_clone().unwrap());
+    let answer = |reader: &mut std::io::BufReader<std::os::unix::net::UnixStream>| {
+        let head = http1::read_head(reader, Kind::Response).unwrap().unwrap();
+        let body = http1::read_body(reader, head.content_length, 1 << 20).unwrap();
+        let id: u32 = head.header("x-wasmengine-stream").unwrap().parse().unwrap();
+        (id, head.status, String::from_utf8_lossy(&body).into_owned())
+    };
+    let mut quick: Vec<u32> = Vec::new();
+    for _ in 0..3 {
+        let (id, status, body) = answer(&mut reader);
+        assert_eq!(status, 200, "stream {id}: {body}");
+        assert!(body.contains("exiting 0"), "stream {id}: {body}");
+        quick.push(id);
+    }
+    quick.sort();
+    assert_eq!(quick, [8, 9, 10]);
+    assert!(
+        start.elapsed() < Duration::from_millis(2500),
+        "the quick calls waited for the spinner: {:?}",
+        start.elapsed()
+    );
+    // A plain request meanwhile is answered (in order, untagged) while the spinner runs.
+    conn.write_all(&http1::request("GET", "/ready", "", b"", false))
+        .unwrap();
+    let head = http1::read_head(&mut reader, Kind::Response)
+        .unwrap()
+        .unwrap();
+    http1::read_body(&mut reader, head.content_length, 64).unwrap();
+    assert_eq!(
+        (head.status, head.header("x-wasmengine-stream")),
+        (200, None)
+    );
+    let (id, status, body) = answer(&mut reader);
+    assert_eq!((id, status), (7, 504), "{body}");
+    assert!(start.elapsed() >= Duration::from_millis(3000));
+}
+
 #[test]
 fn serve_mode_applies_per_call_limits() {
     let c = Containerd::start().unwrap();
