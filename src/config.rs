@@ -127,9 +127,23 @@ pub struct ServeArgs {
     /// How long in-flight requests may take to finish after SIGTERM.
     #[arg(long, env = "WASMENGINE_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,
+
+    /// Threads the engine's async runtime runs on (0: half the node's cores, at least one;
+    /// the functions' processes run on the rest).
+    #[arg(long, env = "WASMENGINE_THREADS", default_value_t = 0)]
+    pub threads: usize,
 }
 
 impl ServeArgs {
+    /// The runtime's worker threads: [`ServeArgs::threads`], or half the cores.
+    pub fn worker_threads(&self) -> usize {
+        if self.threads > 0 {
+            return self.threads;
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        cores.div_ceil(2)
+    }
+
     /// Checks combinations clap cannot.
     pub fn validate(&self) -> Result<(), String> {
         if !self.listen.ip().is_loopback() && self.auth_token.is_none() && !self.insecure {

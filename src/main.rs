@@ -25,7 +25,13 @@ fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
-    let rt = tokio::runtime::Runtime::new()?;
+    let rt = match cli.command {
+        None => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(cli.serve.worker_threads())
+            .enable_all()
+            .build()?,
+        Some(_) => tokio::runtime::Runtime::new()?,
+    };
     match cli.command {
         Some(Command::Image(cmd)) => rt.block_on(wasm_engine::image_cmd::run(cmd)),
         Some(Command::Fn(args)) => {
