@@ -319,8 +319,20 @@ fn wasmtime_config(config: &EngineConfig, pooling: bool) -> Config {
     c
 }
 
+type TickHook = Box<dyn Fn() + Send + Sync>;
+
+/// What the epoch tickers run on each tick besides advancing the epoch.
+static TICK_HOOKS: std::sync::Mutex<Vec<TickHook>> = std::sync::Mutex::new(Vec::new());
+
+/// Runs `hook` on every epoch tick of every runtime of the process (a function server has
+/// one): a clock for watchdogs that costs no thread and no wake-up of its own. The hook must
+/// be quick; it runs for as long as the process does.
+pub fn on_tick(hook: impl Fn() + Send + Sync + 'static) {
+    TICK_HOOKS.lock().unwrap().push(Box::new(hook));
+}
+
 /// Advances the epoch every `tick` for as long as the engine exists; every store's deadline
-/// callback runs on these ticks.
+/// callback runs on these ticks, and so do the [`on_tick`] hooks.
 fn spawn_epoch_ticker(engine: EngineWeak, tick: std::time::Duration) {
     std::thread::Builder::new()
         .name("wasm-epoch".into())
@@ -329,6 +341,9 @@ fn spawn_epoch_ticker(engine: EngineWeak, tick: std::time::Duration) {
             match engine.upgrade() {
                 Some(e) => e.increment_epoch(),
                 None => return,
+            }
+            for hook in TICK_HOOKS.lock().unwrap().iter() {
+                hook();
             }
         })
         .expect("spawn epoch ticker thread");

@@ -9,9 +9,8 @@
 //! turn). Plain threads rather than an async runtime: synchronous WASI must not be called from
 //! inside a tokio runtime, and a blocking socket costs nothing here.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex};
@@ -27,7 +26,7 @@ use wasmengine_core::{CallError, CallOptions, Callout, Function};
 
 use crate::link::EngineLink;
 use crate::logs::Logs;
-use crate::streams::{Streams, Writer};
+use crate::streams::Streams;
 
 /// Largest request body the server reads.
 pub const MAX_BODY: usize = 64 << 20;
@@ -77,7 +76,6 @@ impl Listener {
                 let (s, _) = l.accept()?;
                 let link = Arc::new(EngineLink::new(s.try_clone()?));
                 Ok(Connection {
-                    fd: s.as_raw_fd(),
                     reader: Box::new(s.try_clone()?),
                     writer: Box::new(s),
                     link: Some(link),
@@ -89,7 +87,6 @@ impl Listener {
                 s.set_nodelay(true)?;
                 let r: TcpStream = s.try_clone()?;
                 Ok(Connection {
-                    fd: s.as_raw_fd(),
                     reader: Box::new(r),
                     writer: Box::new(s),
                     link: None,
@@ -100,8 +97,6 @@ impl Listener {
 }
 
 struct Connection {
-    /// The socket's descriptor (open while `reader` is).
-    fd: RawFd,
     reader: Box<dyn Read + Send>,
     writer: Box<dyn Write + Send>,
     link: Option<Arc<EngineLink>>,
@@ -171,6 +166,18 @@ pub fn serve(
         listener.describe()
     );
     let slots = Arc::new(Slots::new(concurrency.max(1)));
+    // The connections' watchdog runs on the epoch ticks (see `crate::streams`).
+    let watched: Arc<Mutex<Vec<std::sync::Weak<Streams>>>> = Arc::default();
+    let on_tick = watched.clone();
+    wasmengine_core::runtime::on_tick(move || {
+        on_tick.lock().unwrap().retain(|conn| match conn.upgrade() {
+            Some(conn) if !conn.is_closed() => {
+                conn.tick();
+                true
+            }
+            _ => false,
+        });
+    });
     loop {
         let conn = match listener.accept() {
             Ok(c) => c,
@@ -179,11 +186,18 @@ pub fn serve(
                 continue;
             }
         };
-        let (service, slots) = (service.clone(), slots.clone());
+        let conn = Streams::new(
+            conn.reader,
+            conn.writer,
+            conn.link,
+            service.clone(),
+            slots.clone(),
+        );
+        watched.lock().unwrap().push(Arc::downgrade(&conn));
         std::thread::Builder::new()
             .name("fn-conn".into())
             .spawn(move || {
-                if let Err(e) = handle(conn, service, slots) {
+                if let Err(e) = conn.serve() {
                     log::debug!("connection closed: {e:#}");
                 }
             })
@@ -257,62 +271,7 @@ pub struct Request {
     pub stream: Option<u64>,
     /// How long the request waited for a worker (it counts against the call's timeout).
     pub queued: Duration,
-    close: bool,
-}
-
-/// Serves requests on one connection until the peer closes it.
-fn handle(conn: Connection, service: Arc<dyn Service>, slots: Arc<Slots>) -> anyhow::Result<()> {
-    let Connection {
-        fd,
-        reader,
-        writer,
-        link,
-    } = conn;
-    let writer: Writer = Arc::new(Mutex::new(writer));
-    let mut reader = BufReader::new(reader);
-    let mut streams: Option<Arc<Streams>> = None;
-    let result = loop {
-        if reader.buffer().is_empty() {
-            if let Some(streams) = &streams {
-                streams.flush();
-                streams.wait_readable(fd);
-            }
-        }
-        let mut req = match read_request(&mut reader, service.max_body()) {
-            Ok(Some(req)) => req,
-            Ok(None) => break Ok(()),
-            Err(e) => break Err(e),
-        };
-        if let Some(id) = req.stream {
-            streams
-                .get_or_insert_with(|| {
-                    Streams::new(
-                        service.clone(),
-                        slots.clone(),
-                        writer.clone(),
-                        link.is_some(),
-                    )
-                })
-                .submit(id, req);
-            continue;
-        }
-        let callout = link.clone().map(|l| l as Arc<dyn Callout>);
-        let (status, content_type, body) = service.respond(&req, &slots, callout);
-        // A call to another function left an answer unread: nothing more on this connection.
-        req.close |= link.as_ref().is_some_and(|l| l.is_broken());
-        let content_type = format!("content-type: {content_type}\r\n");
-        let answer = http1::response(status, &content_type, &body, req.close);
-        if let Err(e) = writer.lock().unwrap().write_all(&answer) {
-            break Err(e.into());
-        }
-        if req.close {
-            break Ok(());
-        }
-    };
-    if let Some(streams) = streams {
-        streams.close();
-    }
-    result
+    pub close: bool,
 }
 
 /// Calls `function` with the JSON args of `req`, in a free slot; what the call wrote to

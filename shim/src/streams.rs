@@ -1,23 +1,27 @@
-//! Streams: many calls in flight on one connection (`wasmengine_api::invoke`,
-//! `HEADER_STREAM`). The engine sends every request on a stream, so under load one read
-//! brings many requests and one connection serves them all.
+//! One connection of a function server, and the threads that serve it.
 //!
-//! The connection's reader (the thread `crate::server` gave the connection) parses requests
-//! and queues them; workers take them from the queue, run them, and write each answer whole
-//! under the connection's write lock, tagged with its stream id. The reader hands the engine's
-//! answers to calls' calls (`PUT /answer`) to the worker waiting for them, so a worker blocked
-//! on another function never stops the connection.
+//! Requests on streams (`wasmengine_api::invoke`, `HEADER_STREAM`: what the engine sends,
+//! many in flight on one connection) are queued and answered whole, each tagged with its
+//! stream id, under the connection's write lock, in whatever order they finish. A request
+//! without a stream id is answered before anything else is read from the connection (plain
+//! HTTP/1.1, as `curl --unix-socket` sends it).
 //!
 //! Threads are what costs here: on a busy node a wake-up per call (a futex, a context switch,
-//! often an IPI to the other core) costs more than the Wasm call. So a worker is woken only
-//! when no worker is running; a running worker drains the queue on its own. Work that blocks
-//! (a slow call, a WASI sleep, a call to another function) must not hold the rest up: while
-//! jobs are queued the reader waits for input at most [`STALL`] at a time, and when no worker
-//! took a job in that time another worker starts, up to the function's slots.
+//! often an interrupt to the other core) costs more than the Wasm call. So the connection is
+//! served leader/follower style: a thread reads what has arrived, then runs the calls it
+//! read itself, one after the other, and reads again; meanwhile new requests gather in the
+//! socket and come in the next read. No thread is woken per call.
+//!
+//! Work that blocks (a slow call, a WASI sleep) must not hold the rest up. A watchdog on the
+//! runtime's epoch tick ([`wasmengine_core::runtime::on_tick`], every few milliseconds) starts
+//! or wakes another thread when the queue made no progress in a tick, or when calls run and
+//! nothing read the connection for a tick: that thread takes up the reading and the queue.
+//! A call waiting for the engine's answer to its call to another function wakes a reader at
+//! once (the answer comes on this connection). At most the function's slots of calls run at
+//! once, and one thread more, so someone can always read.
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{self, Write};
-use std::os::fd::RawFd;
+use std::io::{self, BufReader, Read, Write};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,25 +30,21 @@ use wasmengine_api::invoke::{HEADER_CALLEE, HEADER_STREAM, PATH_ANSWER, STATUS_C
 use wasmengine_core::Callout;
 
 use crate::link::EngineLink;
-use crate::server::{Request, Service, Slots};
-
-/// How long queued jobs may wait with no worker taking one before another worker starts.
-pub const STALL: Duration = Duration::from_millis(1);
-
-/// The write side of a connection, shared by its reader and its workers.
-pub type Writer = Arc<Mutex<Box<dyn Write + Send>>>;
+use crate::server::{read_request, Request, Service, Slots};
 
 pub struct Streams {
     state: Mutex<State>,
-    /// Idle workers wait here.
+    /// Idle threads wait here.
     work: Condvar,
-    writer: Writer,
+    /// The read side: held by the one thread reading.
+    reader: Mutex<BufReader<Box<dyn Read + Send>>>,
+    writer: Mutex<Box<dyn Write + Send>>,
+    /// The connection's own link (unix sockets only): calls' calls to other functions, for
+    /// requests without a stream id; stream requests get one of their own.
+    link: Option<Arc<EngineLink>>,
     service: Arc<dyn Service>,
     slots: Arc<Slots>,
-    /// Whether calls may call other functions (the engine's socket: the answers come back on
-    /// this connection).
-    callouts: bool,
-    max_workers: usize,
+    max_running: usize,
 }
 
 struct Job {
@@ -56,42 +56,136 @@ struct Job {
 #[derive(Default)]
 struct State {
     queue: VecDeque<Job>,
-    workers: usize,
+    /// Threads serving the connection, and how many of them wait for work.
+    threads: usize,
     idle: usize,
-    /// Idle workers woken that have not taken up work yet.
+    /// Idle threads woken that have not taken up work yet.
     woken: usize,
-    /// Jobs taken by workers so far: the queue's progress.
-    taken: u64,
-    /// `taken` when last looked at, and since when it has not moved.
-    watched: (u64, Option<Instant>),
+    /// Calls running.
+    running: usize,
+    /// Whether a thread is reading (or waiting for input).
+    reading: bool,
     closed: bool,
+    /// Progress: jobs taken and reads done, and both as the watchdog last saw them.
+    taken: u64,
+    reads: u64,
+    watched: (u64, u64),
     /// Calls waiting for the engine's answer to their `102 Call`, by stream id.
     answers: HashMap<u64, mpsc::Sender<Request>>,
 }
 
+enum Next {
+    Run(Job),
+    Read,
+    Leave,
+}
+
 impl Streams {
     pub fn new(
+        reader: Box<dyn Read + Send>,
+        writer: Box<dyn Write + Send>,
+        link: Option<Arc<EngineLink>>,
         service: Arc<dyn Service>,
         slots: Arc<Slots>,
-        writer: Writer,
-        callouts: bool,
     ) -> Arc<Streams> {
-        let max_workers = slots.capacity();
+        let max_running = slots.capacity();
         Arc::new(Streams {
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                threads: 1,
+                ..State::default()
+            }),
             work: Condvar::new(),
-            writer,
+            reader: Mutex::new(BufReader::new(reader)),
+            writer: Mutex::new(writer),
+            link,
             service,
             slots,
-            callouts,
-            max_workers,
+            max_running,
         })
     }
 
+    /// Serves the connection on the calling thread (counted in `threads`) until it ended and
+    /// this thread has nothing left to do. The first error that ended it, if any.
+    pub fn serve(self: &Arc<Self>) -> anyhow::Result<()> {
+        let mut result = Ok(());
+        loop {
+            let next = {
+                let mut st = self.state.lock().unwrap();
+                loop {
+                    if st.running < self.max_running {
+                        if let Some(job) = st.queue.pop_front() {
+                            st.running += 1;
+                            st.taken += 1;
+                            break Next::Run(job);
+                        }
+                    }
+                    if st.closed {
+                        st.threads -= 1;
+                        break Next::Leave;
+                    }
+                    if !st.reading {
+                        st.reading = true;
+                        break Next::Read;
+                    }
+                    st.idle += 1;
+                    st = self.work.wait(st).unwrap();
+                    st.idle -= 1;
+                    st.woken = st.woken.saturating_sub(1);
+                }
+            };
+            match next {
+                Next::Leave => return result,
+                Next::Run(job) => {
+                    self.run(job);
+                    self.state.lock().unwrap().running -= 1;
+                }
+                Next::Read => {
+                    let read = self.read();
+                    let mut st = self.state.lock().unwrap();
+                    st.reading = false;
+                    st.reads += 1;
+                    match read {
+                        Ok(true) => {}
+                        ended => {
+                            if let Err(e) = ended {
+                                result = Err(e);
+                            }
+                            st.closed = true;
+                            st.answers.clear();
+                            self.work.notify_all();
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads what has arrived (at least one request, waiting for it): stream requests are
+    /// queued, answers to calls' calls handed over, plain requests answered at once. `false`
+    /// when the connection ended.
+    fn read(self: &Arc<Self>) -> anyhow::Result<bool> {
+        let mut reader = self.reader.lock().unwrap();
+        loop {
+            let Some(req) = read_request(&mut *reader, self.service.max_body())? else {
+                return Ok(false);
+            };
+            match req.stream {
+                Some(id) => self.submit(id, req),
+                None => {
+                    if !self.answer_plain(req)? {
+                        return Ok(false);
+                    }
+                }
+            }
+            if reader.buffer().is_empty() {
+                return Ok(true);
+            }
+        }
+    }
+
     /// A request on stream `id`: the engine's answer to a call's call goes to the call
-    /// waiting for it (dropped if none waits any more); anything else is queued. Nobody is
-    /// woken yet: see [`Streams::flush`].
-    pub fn submit(&self, id: u64, req: Request) {
+    /// waiting for it (dropped if none waits any more); anything else is queued.
+    fn submit(&self, id: u64, req: Request) {
         let mut st = self.state.lock().unwrap();
         if req.method == "PUT" && req.path == PATH_ANSWER {
             if let Some(waiting) = st.answers.remove(&id) {
@@ -106,95 +200,16 @@ impl Streams {
         });
     }
 
-    /// The reader has read all it has: makes sure a worker runs if jobs are queued.
-    pub fn flush(self: &Arc<Self>) {
-        let mut st = self.state.lock().unwrap();
-        if !st.queue.is_empty() && st.workers == st.idle {
-            self.wake(&mut st);
-        }
-    }
-
-    /// Waits until `fd` has input (or an error) while jobs are queued, starting another
-    /// worker whenever the queue made no progress in [`STALL`]; returns at once with nothing
-    /// queued.
-    pub fn wait_readable(self: &Arc<Self>, fd: RawFd) {
-        loop {
-            {
-                let mut st = self.state.lock().unwrap();
-                if st.queue.is_empty() {
-                    return;
-                }
-                let now = Instant::now();
-                match st.watched {
-                    (taken, Some(since)) if taken == st.taken => {
-                        if now.duration_since(since) >= STALL {
-                            self.wake(&mut st);
-                            st.watched.1 = Some(now);
-                        }
-                    }
-                    _ => st.watched = (st.taken, Some(now)),
-                }
-            }
-            let mut pfd = libc::pollfd {
-                fd,
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            let wait_ms = STALL.as_millis() as libc::c_int;
-            // SAFETY: one valid pollfd, for the duration of the call.
-            if unsafe { libc::poll(&mut pfd, 1, wait_ms) } != 0 {
-                return;
-            }
-        }
-    }
-
-    /// The connection ended: workers finish what they run and leave; calls waiting for an
-    /// answer from the engine get none.
-    pub fn close(&self) {
-        let mut st = self.state.lock().unwrap();
-        st.closed = true;
-        st.answers.clear();
-        self.work.notify_all();
-    }
-
-    /// Wakes an idle worker, or starts one if the slots allow.
-    fn wake(self: &Arc<Self>, st: &mut State) {
-        if st.idle > st.woken {
-            st.woken += 1;
-            self.work.notify_one();
-        } else if st.workers < self.max_workers {
-            let me = self.clone();
-            let started = std::thread::Builder::new()
-                .name("fn-worker".into())
-                .spawn(move || me.work());
-            match started {
-                Ok(_) => st.workers += 1,
-                Err(e) => log::warn!("cannot start a worker: {e}"),
-            }
-        }
-    }
-
-    fn work(self: Arc<Self>) {
-        loop {
-            let job = {
-                let mut st = self.state.lock().unwrap();
-                loop {
-                    if let Some(job) = st.queue.pop_front() {
-                        st.taken += 1;
-                        break job;
-                    }
-                    if st.closed {
-                        st.workers -= 1;
-                        return;
-                    }
-                    st.idle += 1;
-                    st = self.work.wait(st).unwrap();
-                    st.idle -= 1;
-                    st.woken = st.woken.saturating_sub(1);
-                }
-            };
-            self.run(job);
-        }
+    /// Answers a request without a stream id; `false` if the connection ends after it.
+    fn answer_plain(&self, mut req: Request) -> anyhow::Result<bool> {
+        let callout = self.link.clone().map(|l| l as Arc<dyn Callout>);
+        let (status, content_type, body) = self.service.respond(&req, &self.slots, callout);
+        // A call to another function left an answer unread: nothing more on this connection.
+        req.close |= self.link.as_ref().is_some_and(|l| l.is_broken());
+        let head = format!("content-type: {content_type}\r\n");
+        let answer = http1::response(status, &head, &body, req.close);
+        self.writer.lock().unwrap().write_all(&answer)?;
+        Ok(!req.close)
     }
 
     fn run(self: &Arc<Self>, job: Job) {
@@ -205,7 +220,8 @@ impl Streams {
         } = job;
         req.queued = arrived.elapsed();
         let link = self
-            .callouts
+            .link
+            .is_some()
             .then(|| Arc::new(EngineLink::on_stream(id, self.clone())) as Arc<dyn Callout>);
         let (status, content_type, body) = self.service.respond(&req, &self.slots, link);
         let head = format!("{HEADER_STREAM}: {id}\r\ncontent-type: {content_type}\r\n");
@@ -214,10 +230,52 @@ impl Streams {
         let _ = self.writer.lock().unwrap().write_all(&answer);
     }
 
+    /// The watchdog, on each epoch tick: another thread when the queue made no progress
+    /// since the last tick, or when calls run and nothing read since the last tick.
+    pub fn tick(self: &Arc<Self>) {
+        let mut st = self.state.lock().unwrap();
+        if st.closed {
+            return;
+        }
+        let (taken, reads) = st.watched;
+        let stuck_queue = !st.queue.is_empty() && st.taken == taken;
+        let unread = !st.reading && st.running > 0 && st.reads == reads;
+        st.watched = (st.taken, st.reads);
+        if stuck_queue || unread {
+            self.wake(&mut st);
+        }
+    }
+
+    /// Whether the connection ended (the watchdog forgets it then).
+    pub fn is_closed(&self) -> bool {
+        self.state.lock().unwrap().closed
+    }
+
+    /// Wakes an idle thread, or starts one if the bound allows.
+    fn wake(self: &Arc<Self>, st: &mut State) {
+        if st.idle > st.woken {
+            st.woken += 1;
+            self.work.notify_one();
+        } else if st.threads <= self.max_running {
+            let me = self.clone();
+            let started = std::thread::Builder::new()
+                .name("fn-conn".into())
+                .spawn(move || {
+                    if let Err(e) = me.serve() {
+                        log::debug!("connection closed: {e:#}");
+                    }
+                });
+            match started {
+                Ok(_) => st.threads += 1,
+                Err(e) => log::warn!("cannot start a thread: {e}"),
+            }
+        }
+    }
+
     /// A call's call to `callee` from stream `id`: writes the `102 Call` and waits at most
     /// `wait` for the engine's answer.
     pub fn call_out(
-        &self,
+        self: &Arc<Self>,
         id: u64,
         callee: &str,
         args: &[u8],
@@ -233,6 +291,10 @@ impl Streams {
                 ));
             }
             st.answers.insert(id, tx);
+            // The answer comes on this connection: someone must read it.
+            if !st.reading {
+                self.wake(&mut st);
+            }
         }
         let head = format!("{HEADER_STREAM}: {id}\r\n{HEADER_CALLEE}: {callee}\r\n");
         let call = http1::response(STATUS_CALL, &head, args, false);
