@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# A/B of two builds of the engine and shim in one run, alternating: for each directory given
+# (each holding `wasm_engine` and `containerd-shim-wasmengine-v1`, e.g. copies of
+# target/release from two commits), start that engine with a private containerd, deploy
+# `authentication`, and measure the 404 route and the invoke at 64 connections and the invoke's
+# p50 at one connection; ROUNDS times over (default 2).
+# Usage: scripts/bench-ab.sh DIR_A DIR_B [DIR_C ...]   Env: DURATION (default 8s), ROUNDS.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION="${DURATION:-8s}"
+ROUNDS="${ROUNDS:-2}"
+[ $# -ge 1 ] || { echo "usage: $0 DIR_A DIR_B ..." >&2; exit 2; }
+
+one() {
+  local bin=$1 dir port url epid
+  dir="$(mktemp -d /tmp/we-bench-ab-XXXX)"
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  url="http://127.0.0.1:$port"
+  "$bin/wasm_engine" --embedded-containerd --data-dir "$dir" --listen "127.0.0.1:$port" \
+    --namespace benchab >"$dir/engine.log" 2>&1 &
+  epid=$!
+  for _ in $(seq 1 300); do curl -sf "$url/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+  "$bin/wasm_engine" image build build/apps/authentication.wasm -t localhost/authentication:ab \
+    --data-dir "$dir/store" --import --containerd-address "$dir/containerd/containerd.sock" \
+    --namespace benchab >/dev/null
+  curl -sf -XPOST "$url/function/deploy" \
+    -d '{"function_name":"authentication","function_image":"localhost/authentication:ab","wasi_cap":false}' >/dev/null
+  cat >"$dir/auth.lua" <<'LUA'
+wrk.method = "POST"
+wrk.body = '{"function_name":"authentication","args":{"arg_uri":"yes","arg_body":"yes","arg_secret":"12345"}}'
+wrk.headers["Content-Type"] = "application/json"
+LUA
+  local a b c
+  a=$(wrk -t2 -c64 -d"$DURATION" "$url/nope" | awk '/Requests\/sec/ {print $2}')
+  b=$(wrk -t2 -c64 -d"$DURATION" -s "$dir/auth.lua" "$url/function/invoke" | awk '/Requests\/sec/ {print $2}')
+  c=$(wrk -t1 -c1 -d"$DURATION" --latency -s "$dir/auth.lua" "$url/function/invoke" | awk '$1 == "50%" {print $2}')
+  printf '%-40s 404 %9.0f req/s  invoke %8.0f req/s  ratio %.2f  p50 at 1 connection %s\n' \
+    "$bin" "$a" "$b" "$(echo "$b / $a" | bc -l)" "$c"
+  curl -s -XPOST "$url/function/delete" -d '{"function_name":"authentication"}' >/dev/null || true
+  kill -TERM "$epid" 2>/dev/null || true
+  wait "$epid" 2>/dev/null || true
+  local state
+  state=$(sed -n 's/^state = "\(.*\)"$/\1/p' "$dir/containerd/config.toml" 2>/dev/null || true)
+  rm -rf /run/containerd/wasmengine/benchab-* "$dir"
+  if [ -n "$state" ]; then rm -rf "$state"; fi
+}
+
+for _ in $(seq 1 "$ROUNDS"); do
+  for bin in "$@"; do one "$bin"; done
+done
