@@ -7,7 +7,8 @@
 # (`chain` → `echo-string`) beside the callee called directly; then deploy → first result for an
 # image containerd already holds (median of 9); then the same into a running group
 # (`--group-size`), and from a loopback registry (Debian's docker-registry), each a
-# container of its own and into a group.
+# container of its own and into a group; then with `--group-size 1 --spare-group` (a process
+# per function, its group's task started ahead of the deploy).
 # Env: DURATION (default 10s).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +25,14 @@ cleanup() {
   [ -n "$rpid" ] && kill "$rpid" 2>/dev/null || true
   for f in $(curl -s -H 'accept: application/json' "$url/function/list" | jq -r '.functions[]?.func_name'); do
     curl -s -XPOST "$url/function/delete" -d "{\"function_name\":\"$f\"}" >/dev/null || true
+  done
+  # What no function holds (the spare group) is stopped through containerd itself, before
+  # the engine takes its private containerd down.
+  local ctr_=(ctr --address "$dir/containerd/containerd.sock" -n bench)
+  for c in $("${ctr_[@]}" containers ls -q 2>/dev/null); do
+    "${ctr_[@]}" task kill -s SIGKILL "$c" >/dev/null 2>&1 || true
+    for _ in $(seq 1 50); do "${ctr_[@]}" task rm "$c" >/dev/null 2>&1 && break; sleep 0.1; done
+    "${ctr_[@]}" containers rm "$c" >/dev/null 2>&1 || true
   done
   kill -TERM "$epid" 2>/dev/null || true
   wait "$epid" 2>/dev/null || true
@@ -107,8 +116,9 @@ printf '  %s\n' "${chained[@]}"
 # PER=1): one curl for both requests (one connection, no process start between them), the
 # time a client waits from sending deploy to holding the first result; median of the nine.
 deploy_first() {
-  local prefix=$1 image=$2 per=${3:-0} i ref
+  local prefix=$1 image=$2 per=${3:-0} gap=${4:-0} i ref
   for i in 1 2 3 4 5 6 7 8 9; do
+    sleep "$gap"
     ref=$image; [ "$per" = 1 ] && ref="${image/@/$i}"
     curl -sf -o /dev/null -w "%{time_total}\n" -XPOST "$url/function/deploy" \
         -d "{\"function_name\":\"$prefix$i\",\"function_image\":\"$ref\",\"wasi_cap\":false,\"export\":\"authentication\"}" \
@@ -156,3 +166,14 @@ echo "deploy -> first result into a running group (image in containerd): $(deplo
 grep -oE "deploy grpc[0-9]: .*" "$dir/engine.log" | sed 's/^/  engine: /' | head -3
 echo "deploy -> first result from the registry into a running group: $(deploy_first greg "127.0.0.1:$rport/grp@:bench" 1)"
 grep -oE "deploy greg[0-9]: .*" "$dir/engine.log" | sed 's/^/  engine: /' | head -3
+
+echo "== the engine again with --group-size 1 --spare-group: a process per function, its task started ahead"
+kill -TERM "$epid"; wait "$epid" 2>/dev/null || true
+RUST_LOG="${RUST_LOG:-wasm_engine=debug}" "$release/wasm_engine" --embedded-containerd --data-dir "$dir" --listen "127.0.0.1:$port" \
+  --namespace bench --group-size 1 --spare-group >>"$dir/engine.log" 2>&1 &
+epid=$!
+for _ in $(seq 1 300); do curl -sf "$url/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+# Deploys 0.5 s apart: the spare a deploy used is replaced before the next one comes.
+echo "deploy -> first result, a group of one started ahead (image in containerd), 0.5 s apart: $(deploy_first spare localhost/authentication:bench 0 0.5)"
+grep -oE "deploy spare[0-9]: .*" "$dir/engine.log" | sed 's/^/  engine: /' | head -3
+echo "the same back to back (the next spare may still be starting): $(deploy_first spareb localhost/authentication:bench 0 0)"

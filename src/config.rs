@@ -101,6 +101,11 @@ pub struct ServeArgs {
     #[arg(long, env = "WASMENGINE_GROUP_SIZE", default_value_t = 0)]
     pub group_size: usize,
 
+    /// With groups on, keeps one group started ahead with room in it, so that no deploy
+    /// waits for a task to be created (costs one idle group process).
+    #[arg(long, env = "WASMENGINE_SPARE_GROUP")]
+    pub spare_group: bool,
+
     /// Calls a group runs at once, all its functions together (its instance pool).
     #[arg(long, env = "WASMENGINE_GROUP_CONCURRENCY", default_value_t = 32)]
     pub group_concurrency: u32,

@@ -92,6 +92,8 @@ pub struct FunctionDefaults {
     pub parallel_starts: usize,
     /// Functions per group container (0: a container per function).
     pub group_size: usize,
+    /// Keep a group with room started ahead of deploys.
+    pub spare_group: bool,
     /// Calls a group runs at once, all its functions together.
     pub group_concurrency: u32,
     /// Log lines each function keeps (in its task).

@@ -74,6 +74,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             idle_timeout: std::time::Duration::from_secs(args.idle_timeout_secs),
             parallel_starts: args.parallel_starts,
             group_size: args.group_size,
+            spare_group: args.spare_group,
             log_lines: args.function_log_lines,
             max_call_depth: args.max_call_depth,
             group_concurrency: args.group_concurrency.max(1),
@@ -89,6 +90,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // than on each one's first call.
     tokio::spawn(functions.clone().restore_all());
     tokio::spawn(functions.clone().scale_idle_to_zero());
+    tokio::spawn(functions.clone().keep_spare_group());
     let state = Arc::new(AppState {
         functions,
         auth_token: args.auth_token.clone(),

@@ -152,11 +152,15 @@ async fn deploy(State(state): State<Arc<AppState>>, headers: HeaderMap, b: Body)
         Err(e) => return error_reply(&headers, e),
     };
     match state.functions.deploy(&req).await {
-        Ok(()) => reply(
-            &headers,
-            200,
-            format!("deploy function {} successfully!", req.function_name),
-        ),
+        Ok(()) => {
+            // The deploy may have filled its group: start the next one ahead of the next deploy.
+            tokio::spawn(state.functions.clone().keep_spare_group());
+            reply(
+                &headers,
+                200,
+                format!("deploy function {} successfully!", req.function_name),
+            )
+        }
         Err(e) => error_reply(&headers, e),
     }
 }

@@ -292,3 +292,53 @@ fn a_group_whose_functions_are_all_idle_stops_and_starts_on_the_next_call() {
         .shim_servers()
         .is_empty()));
 }
+
+/// `--spare-group`: a group is started before any deploy and a new one after each deploy
+/// fills its group, so each deploy lands in a group whose task was already running (with
+/// `--group-size 1`: a process per function, and no deploy waits for a task to be created).
+#[test]
+fn a_spare_group_is_started_ahead_of_each_deploy() {
+    let c = Containerd::start().expect("containerd");
+    let e = Engine::start(&c, &["--group-size", "1", "--spare-group"]).expect("engine");
+    let img = "localhost/gcd:spare";
+    c.import_wasm(&app("gcd"), &ImageSpec::classic("gcd.wasm"), img)
+        .unwrap();
+    let running = |c: &Containerd| -> Vec<String> {
+        let mut groups: Vec<String> = c
+            .ctr_ok(&["task", "ls"])
+            .unwrap()
+            .lines()
+            .filter(|l| l.starts_with("group.") && l.contains("RUNNING"))
+            .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+            .collect();
+        groups.sort();
+        groups
+    };
+    let groups = |n: usize| (0..n).map(|i| format!("group.{i}")).collect::<Vec<_>>();
+    assert!(
+        eventually(Duration::from_secs(20), || running(&c) == groups(1)),
+        "no spare group before the first deploy: {:?}\n{}",
+        running(&c),
+        e.log()
+    );
+    for i in 0..3 {
+        let name = format!("s{i}");
+        assert_eq!(running(&c), groups(i + 1), "{}", e.log());
+        e.deploy(json!({"function_name": name, "function_image": img,
+                        "wasi_cap": false, "export": "gcd"}));
+        let info = c.ctr_ok(&["containers", "info", &name]).unwrap();
+        assert!(
+            info.contains(&format!("\"io.wasmengine.group\": \"group.{i}\"")),
+            "{name} did not land in the spare group.{i}: {info}"
+        );
+        assert_eq!(gcd(&e, &name), (200, "6".into()), "{}", e.log());
+        assert!(
+            eventually(Duration::from_secs(20), || running(&c) == groups(i + 2)),
+            "no new spare after deploy {i}: {:?}\n{}",
+            running(&c),
+            e.log()
+        );
+    }
+    // A process per group: three functions and the spare.
+    assert_eq!(c.shim_servers().len(), 4);
+}
