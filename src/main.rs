@@ -90,7 +90,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // than on each one's first call.
     tokio::spawn(functions.clone().restore_all());
     tokio::spawn(functions.clone().scale_idle_to_zero());
-    tokio::spawn(functions.clone().keep_spare_group());
+    tokio::spawn(functions.clone().start_groups());
     let state = Arc::new(AppState {
         functions,
         auth_token: args.auth_token.clone(),

@@ -110,13 +110,21 @@ impl Functions {
         Ok(group)
     }
 
+    /// At start: the spare group (`--spare-group`), or without it, the removal of a group an
+    /// earlier run left with no functions (its spare).
+    pub async fn start_groups(self: Arc<Self>) {
+        if self.defaults.spare_group {
+            self.keep_spare_group().await;
+        } else {
+            self.remove_empty_groups().await;
+        }
+    }
+
     /// With `--spare-group`: makes sure a group with room is running, starting a new one
     /// when every group is full, so that the next grouped deploy only loads its module (task
     /// creation, tens of milliseconds, happens here, ahead of it).
-    /// Without it, a group left with no functions (a spare of an earlier run) is removed.
     pub async fn keep_spare_group(self: Arc<Self>) {
         if !self.defaults.spare_group || self.defaults.group_size == 0 {
-            self.remove_empty_groups().await;
             return;
         }
         let group = {

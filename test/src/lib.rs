@@ -725,6 +725,13 @@ impl Engine {
         self.spawn()
     }
 
+    /// [`Engine::restart`] without the switch `flag` (one that takes no value).
+    pub fn restart_without(&mut self, flag: &str) -> Result<()> {
+        self.kill9();
+        self.args.retain(|a| a != flag);
+        self.spawn()
+    }
+
     /// One request; status and body text. `headers` as (name, value).
     pub fn request(
         &self,

@@ -299,7 +299,7 @@ fn a_group_whose_functions_are_all_idle_stops_and_starts_on_the_next_call() {
 #[test]
 fn a_spare_group_is_started_ahead_of_each_deploy() {
     let c = Containerd::start().expect("containerd");
-    let e = Engine::start(&c, &["--group-size", "1", "--spare-group"]).expect("engine");
+    let mut e = Engine::start(&c, &["--group-size", "1", "--spare-group"]).expect("engine");
     let img = "localhost/gcd:spare";
     c.import_wasm(&app("gcd"), &ImageSpec::classic("gcd.wasm"), img)
         .unwrap();
@@ -341,4 +341,15 @@ fn a_spare_group_is_started_ahead_of_each_deploy() {
     }
     // A process per group: three functions and the spare.
     assert_eq!(c.shim_servers().len(), 4);
+    // An engine started without the flag removes the spare it left; the functions stay.
+    e.restart_without("--spare-group").expect("engine restarts");
+    assert!(
+        eventually(Duration::from_secs(20), || running(&c) == groups(3)),
+        "the spare was not removed: {:?}\n{}",
+        running(&c),
+        e.log()
+    );
+    for i in 0..3 {
+        assert_eq!(gcd(&e, &format!("s{i}")), (200, "6".into()), "{}", e.log());
+    }
 }
