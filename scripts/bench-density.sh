@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make bench-density`: many functions on one node. The engine with a private containerd;
 # N functions (default 1000, `N=…`) of one small image deployed, PARALLEL at a time, each
-# invoked once; then processes and PSS per running function, the engine's RSS, invoke p50 of
+# invoked once; then processes and PSS per running function, the engine's RSS, wake-ups and
+# CPU of the functions' processes while none is called, invoke p50 of
 # a random function against one function (wrk, one connection), and, after the engine is
 # started again with a 2 s idle period, PSS per idle function and the cold start of an idle
 # one. Functions share group containers GROUP_SIZE at a time (default 250; 0: a container
@@ -67,6 +68,23 @@ ctd_after=$(pss "$(ctd_pid)")
 echo "processes of the functions: $nproc ($(echo "scale=2; $nproc / $N" | bc) per function)"
 echo "PSS per running function: $(echo "scale=2; ($shim_pss + $ctd_after - $ctd_before) / $N / 1024" | bc) MiB (shims $((shim_pss / 1024)) MiB, containerd grew $(((ctd_after - ctd_before) / 1024)) MiB)"
 echo "engine RSS: $(($(awk '/^VmRSS:/ {print $2}' /proc/$epid/status) / 1024)) MiB"
+# Wake-ups (context switches of every thread) and CPU time of the functions' processes while
+# nobody calls them, over 3 s after a 2 s pause.
+activity() {
+  local switches=0 ticks=0 p t
+  for p in "$@"; do
+    for t in /proc/"$p"/task/*; do
+      switches=$((switches + $(awk '/ctxt_switches/ {s+=$2} END {print s+0}' "$t/status" 2>/dev/null || echo 0)))
+    done
+    ticks=$((ticks + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+  done
+  echo "$switches $ticks"
+}
+sleep 2
+read -r sw0 tk0 < <(activity $pids)
+sleep 3
+read -r sw1 tk1 < <(activity $pids)
+echo "idle, all $N functions: $(echo "scale=1; ($sw1 - $sw0) / 3" | bc) wake-ups/s ($(echo "scale=2; ($sw1 - $sw0) / 3 / $N" | bc) per function), CPU $(echo "scale=2; ($tk1 - $tk0) * 100 / $(getconf CLK_TCK) / 3" | bc)% of a core"
 
 cat >"$dir/random.lua" <<LUA
 math.randomseed(os.time())

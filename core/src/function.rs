@@ -266,6 +266,7 @@ impl Function {
         args: &Value,
         opts: &CallOptions,
     ) -> (Result<String, CallError>, Vec<u8>) {
+        let _running = crate::ticker::busy();
         let (result, stderr) = match self.entry.kind {
             Kind::Command => {
                 let stderr = TailPipe::new(STDERR_KEEP);
@@ -330,11 +331,13 @@ impl Function {
                 self.name, self.entry.kind
             )));
         }
+        let _running = crate::ticker::busy();
         self.run_start(argv, Io::Inherit, root, &CallOptions::default())
     }
 
     /// Calls a string-ABI export with raw input bytes.
     pub fn call_string(&self, input: &[u8]) -> Result<String, CallError> {
+        let _running = crate::ticker::busy();
         self.string_call(input, &CallOptions::default())
     }
 

@@ -7,6 +7,8 @@
 //! - [`runtime`]: [`Runtime`], the one wasmtime `Engine` of a process (pooling allocator,
 //!   copy-on-write memory images, epoch interruption), its WASI linker and the epoch ticker;
 //!   [`Runtime::load`] turns module bytes into a ready [`Function`].
+//! - [`ticker`]: the epoch tickers, which run while calls do and sleep when none has run
+//!   for a while.
 //! - [`cache`]: compiled modules and components, in memory and on disk as precompiled artifacts keyed by
 //!   module digest and engine compatibility hash, so a new process does not compile again.
 //! - [`kind`]: which of the three function kinds a module is (WASI command, string ABI,
@@ -35,6 +37,7 @@ pub mod kind;
 pub mod runtime;
 mod stateless;
 pub mod tail;
+pub mod ticker;
 
 pub use cache::LoadSource;
 pub use callout::{CallOptions, Callout};

@@ -5,8 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use wasmtime::{
-    Config, Enabled, Engine, EngineWeak, InstanceAllocationStrategy, Linker, OptLevel,
-    PoolingAllocationConfig,
+    Config, Enabled, Engine, InstanceAllocationStrategy, Linker, OptLevel, PoolingAllocationConfig,
 };
 
 use wasmtime::component::Component;
@@ -18,6 +17,8 @@ use crate::error::LoadError;
 use crate::function::{CallState, Code, ComponentState, Exports, Function, FunctionSpec};
 use crate::kind::{self, Entry, Kind};
 use crate::stateless::WarmPool;
+
+pub use crate::ticker::on_tick;
 
 pub struct Runtime {
     engine: Engine,
@@ -54,7 +55,7 @@ impl Runtime {
         let mut component_linker = wasmtime::component::Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut component_linker)?;
         crate::blocking::bound_component_waits(&mut component_linker)?;
-        spawn_epoch_ticker(engine.weak(), config.epoch_tick);
+        crate::ticker::spawn(engine.weak(), config.epoch_tick);
         let cache = ModuleCache::new(&engine, config.cache_dir.clone());
         Ok(Runtime {
             engine,
@@ -317,34 +318,4 @@ fn wasmtime_config(config: &EngineConfig, pooling: bool) -> Config {
         c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
     c
-}
-
-type TickHook = Box<dyn Fn() + Send + Sync>;
-
-/// What the epoch tickers run on each tick besides advancing the epoch.
-static TICK_HOOKS: std::sync::Mutex<Vec<TickHook>> = std::sync::Mutex::new(Vec::new());
-
-/// Runs `hook` on every epoch tick of every runtime of the process (a function server has
-/// one): a clock for watchdogs that costs no thread and no wake-up of its own. The hook must
-/// be quick; it runs for as long as the process does.
-pub fn on_tick(hook: impl Fn() + Send + Sync + 'static) {
-    TICK_HOOKS.lock().unwrap().push(Box::new(hook));
-}
-
-/// Advances the epoch every `tick` for as long as the engine exists; every store's deadline
-/// callback runs on these ticks, and so do the [`on_tick`] hooks.
-fn spawn_epoch_ticker(engine: EngineWeak, tick: std::time::Duration) {
-    std::thread::Builder::new()
-        .name("wasm-epoch".into())
-        .spawn(move || loop {
-            std::thread::sleep(tick);
-            match engine.upgrade() {
-                Some(e) => e.increment_epoch(),
-                None => return,
-            }
-            for hook in TICK_HOOKS.lock().unwrap().iter() {
-                hook();
-            }
-        })
-        .expect("spawn epoch ticker thread");
 }

@@ -115,3 +115,66 @@ fn idle_functions_scale_to_zero_and_wake_on_their_next_call() {
     let (code, _) = e.post_json("/function/query", &json!({"function_name": "sleepy"}));
     assert_eq!(code, 404);
 }
+
+/// Context switches of every thread of `pids`, summed.
+fn switches(pids: &[u32]) -> u64 {
+    let mut total = 0;
+    for pid in pids {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .into_iter()
+            .flatten();
+        for task in tasks.flatten() {
+            let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+            total += status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum::<u64>();
+        }
+    }
+    total
+}
+
+/// A running function nobody calls costs no wake-ups: its process's epoch ticker sleeps once
+/// calls stop, and its shim keeps no connection to containerd that polls. (Before, each
+/// function's processes woke about 1,400 times a second.)
+#[test]
+fn a_running_function_nobody_calls_does_not_wake() {
+    let c = Containerd::start().expect("containerd");
+    let e = Engine::start(&c, &[]).expect("engine");
+    let gcd = "localhost/gcd:quiet";
+    c.import_wasm(&app("gcd"), &ImageSpec::classic("gcd.wasm"), gcd)
+        .unwrap();
+    let auth = "localhost/auth:quiet";
+    c.import_wasm(
+        &app("authentication-wasi"),
+        &ImageSpec::classic("authentication-wasi.wasm"),
+        auth,
+    )
+    .unwrap();
+    e.deploy(
+        json!({"function_name": "gcd", "function_image": gcd, "wasi_cap": false,
+                    "export": "gcd"}),
+    );
+    e.deploy(json!({"function_name": "auth", "function_image": auth, "wasi_cap": true}));
+    for _ in 0..20 {
+        assert_eq!(e.invoke("gcd", json!([12, 18])).0, 200);
+        let args = json!({"arg_uri": "yes", "arg_body": "yes", "arg_secret": "12345"});
+        assert_eq!(e.invoke("auth", args).0, 200);
+    }
+    let pids = c.shim_pids();
+    assert!(pids.len() >= 2, "{pids:?}");
+    // What settles after the calls: the ticker's linger and the event connection's.
+    std::thread::sleep(Duration::from_secs(2));
+    let before = switches(&pids);
+    std::thread::sleep(Duration::from_secs(2));
+    let woke = switches(&pids) - before;
+    // A few stray wake-ups are allowed (a sleeping ticker checks its engine every 5 s).
+    assert!(
+        woke <= 40,
+        "{} processes of 2 idle functions switched {woke} times in 2 s",
+        pids.len()
+    );
+    // And they still answer.
+    assert_eq!(e.invoke("gcd", json!([12, 18])).0, 200);
+}

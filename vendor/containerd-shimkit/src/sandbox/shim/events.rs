@@ -1,46 +1,127 @@
-use std::sync::Arc;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
 
 use chrono::{DateTime, TimeZone};
 use containerd_shim::event::Event;
 use containerd_shim::publisher::RemotePublisher;
 use log::warn;
 use protobuf::well_known_types::timestamp::Timestamp;
+use protobuf::MessageDyn;
 
 pub trait EventSender: Clone + Send + Sync + 'static {
     fn send(&self, event: impl Event);
 }
 
+// WasmEngine patch: the release keeps one publisher (a ttrpc client to containerd) for the
+// shim's whole life, and that client's reader thread polls its socket every 10 ms: an idle
+// function's shim woke about 140 times a second for nothing. Events now go through a
+// forwarding thread that keeps the connection only while events come (it closes after
+// `KEEP_IDLE` without one and connects again for the next). `send` still returns only once
+// containerd has the event (or it failed), as before, so events keep their order and none is
+// lost when the shim exits right after sending one.
 #[derive(Clone)]
 pub struct RemoteEventSender {
     inner: Arc<Inner>,
 }
 
 struct Inner {
-    namespace: String,
-    publisher: RemotePublisher,
+    forward: Mutex<mpsc::Sender<Forward>>,
 }
+
+/// An event for the forwarding thread, and where to say it is done.
+struct Forward {
+    topic: String,
+    event: Box<dyn MessageDyn>,
+    done: mpsc::SyncSender<()>,
+}
+
+/// How long the forwarding thread keeps its connection to containerd without an event.
+const KEEP_IDLE: Duration = Duration::from_secs(1);
 
 impl RemoteEventSender {
     pub fn new(namespace: impl AsRef<str>, publisher: RemotePublisher) -> RemoteEventSender {
         let namespace = namespace.as_ref().to_string();
+        // The address containerd gave the shim; without it the first publisher is all there is.
+        let address = std::env::var("TTRPC_ADDRESS").ok();
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("events".into())
+            .spawn(move || forward_events(namespace, address, publisher, rx))
+            .expect("spawn the event forwarding thread");
         RemoteEventSender {
             inner: Arc::new(Inner {
-                namespace,
-                publisher,
+                forward: Mutex::new(tx),
             }),
         }
     }
 }
 
+/// Publishes each event that comes on `rx`, connecting when there is none to publish on.
+fn forward_events(
+    namespace: String,
+    address: Option<String>,
+    first: RemotePublisher,
+    rx: mpsc::Receiver<Forward>,
+) {
+    let mut publisher = Some(first);
+    loop {
+        let next = match (&publisher, &address) {
+            // Only a publisher that can be made again is closed when idle.
+            (Some(_), Some(_)) => match rx.recv_timeout(KEEP_IDLE) {
+                Ok(f) => f,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    publisher = None;
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            },
+            _ => match rx.recv() {
+                Ok(f) => f,
+                Err(_) => return,
+            },
+        };
+        // A kept connection may have gone (containerd restarted): then one more try on a new
+        // one. A new connection that fails is not tried again (the event may have arrived).
+        let kept = publisher.is_some() && address.is_some();
+        for attempt in 0..2 {
+            if publisher.is_none() {
+                publisher = address.as_ref().and_then(|a| match RemotePublisher::new(a) {
+                    Ok(p) => Some(p),
+                    Err(err) => {
+                        warn!("failed to connect to containerd to publish events: {err}");
+                        None
+                    }
+                });
+            }
+            let Some(p) = &publisher else { break };
+            let event = next.event.clone_box();
+            match p.publish(Default::default(), &next.topic, &namespace, event) {
+                Ok(()) => break,
+                Err(err) => {
+                    warn!("failed to publish event, topic: {}: {}", &next.topic, err);
+                    if address.is_some() {
+                        publisher = None;
+                    }
+                    if !(kept && attempt == 0) {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = next.done.send(());
+    }
+}
+
 impl EventSender for RemoteEventSender {
     fn send(&self, event: impl Event) {
-        let topic = event.topic();
-        let event = Box::new(event);
-        let publisher = &self.inner.publisher;
-        if let Err(err) =
-            publisher.publish(Default::default(), &topic, &self.inner.namespace, event)
-        {
-            warn!("failed to publish event, topic: {}: {}", &topic, err)
+        let (done, wait) = mpsc::sync_channel(1);
+        let forward = Forward {
+            topic: event.topic(),
+            event: Box::new(event),
+            done,
+        };
+        if self.inner.forward.lock().unwrap().send(forward).is_ok() {
+            let _ = wait.recv();
         }
     }
 }
