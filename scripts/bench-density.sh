@@ -6,14 +6,15 @@
 # a random function against one function (wrk, one connection), and, after the engine is
 # started again with a 2 s idle period, PSS per idle function and the cold start of an idle
 # one. Functions share group containers GROUP_SIZE at a time (default 250; 0: a container
-# each). Cleans up after itself.
+# each). BIN_DIR: where `wasm_engine` and the shim are (default target/release). Cleans up
+# after itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N="${N:-1000}"
 PARALLEL="${PARALLEL:-8}"
 DURATION="${DURATION:-5s}"
 GROUP_SIZE="${GROUP_SIZE:-250}"
-release="$PWD/target/release"
+release="${BIN_DIR:-$PWD/target/release}"
 dir="$(mktemp -d /tmp/we-bench-density-XXXX)"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 url="http://127.0.0.1:$port"
@@ -84,7 +85,7 @@ sleep 2
 read -r sw0 tk0 < <(activity $pids)
 sleep 3
 read -r sw1 tk1 < <(activity $pids)
-echo "idle, all $N functions: $(echo "scale=1; ($sw1 - $sw0) / 3" | bc) wake-ups/s ($(echo "scale=2; ($sw1 - $sw0) / 3 / $N" | bc) per function), CPU $(echo "scale=2; ($tk1 - $tk0) * 100 / $(getconf CLK_TCK) / 3" | bc)% of a core"
+echo "idle, all $N functions: $(echo "scale=1; ($sw1 - $sw0) / 3" | bc) wake-ups/s ($(echo "scale=3; ($sw1 - $sw0) / 3 / $N" | bc | sed "s/^\./0./") per function), CPU $(echo "scale=2; ($tk1 - $tk0) * 100 / $(getconf CLK_TCK) / 3" | bc)% of a core"
 
 cat >"$dir/random.lua" <<LUA
 math.randomseed(os.time())
