@@ -3,12 +3,15 @@
 # (each holding `wasm_engine` and `containerd-shim-wasmengine-v1`, e.g. copies of
 # target/release from two commits), start that engine with a private containerd, deploy
 # `authentication`, and measure the 404 route and the invoke at 64 connections and the invoke's
-# p50 at one connection; ROUNDS times over (default 2).
-# Usage: scripts/bench-ab.sh DIR_A DIR_B [DIR_C ...]   Env: DURATION (default 8s), ROUNDS.
+# p50 at one connection; ROUNDS times over (default 2). With MODE=deploy, instead: deploy ->
+# first result of 9 functions of that image (each a container of its own), median, and the
+# median of their "task create" stage from the engine's log.
+# Usage: scripts/bench-ab.sh DIR_A DIR_B [DIR_C ...]   Env: DURATION (default 8s), ROUNDS, MODE.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${DURATION:-8s}"
 ROUNDS="${ROUNDS:-2}"
+MODE="${MODE:-invoke}"
 [ $# -ge 1 ] || { echo "usage: $0 DIR_A DIR_B ..." >&2; exit 2; }
 
 one() {
@@ -16,13 +19,32 @@ one() {
   dir="$(mktemp -d /tmp/we-bench-ab-XXXX)"
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   url="http://127.0.0.1:$port"
-  "$bin/wasm_engine" --embedded-containerd --data-dir "$dir" --listen "127.0.0.1:$port" \
+  RUST_LOG=wasm_engine=debug "$bin/wasm_engine" --embedded-containerd --data-dir "$dir" --listen "127.0.0.1:$port" \
     --namespace benchab >"$dir/engine.log" 2>&1 &
   epid=$!
   for _ in $(seq 1 300); do curl -sf "$url/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
   "$bin/wasm_engine" image build build/apps/authentication.wasm -t localhost/authentication:ab \
     --data-dir "$dir/store" --import --containerd-address "$dir/containerd/containerd.sock" \
     --namespace benchab >/dev/null
+  if [ "$MODE" = deploy ]; then
+    local times=() i t
+    for i in 1 2 3 4 5 6 7 8 9; do
+      t=$(curl -sf -o /dev/null -w "%{time_total}" -XPOST "$url/function/deploy" \
+        -d "{\"function_name\":\"d$i\",\"function_image\":\"localhost/authentication:ab\",\"wasi_cap\":false,\"export\":\"authentication\"}")
+      curl -sf -o /dev/null -XPOST "$url/function/invoke" \
+        -d "{\"function_name\":\"d$i\",\"args\":{\"arg_uri\":\"yes\",\"arg_body\":\"yes\",\"arg_secret\":\"12345\"}}"
+      times+=("$(echo "$t * 1000" | bc)")
+    done
+    local create
+    create=$(grep -oE "deploy d[0-9]: .*task create [0-9.]+" "$dir/engine.log" | awk '{print $NF}' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+    printf '%-40s deploy -> first result, median of 9: %s ms  task create median %s ms\n' \
+      "$bin" "$(printf '%s\n' "${times[@]}" | sort -n | sed -n 5p)" "$create"
+    for i in 1 2 3 4 5 6 7 8 9; do
+      curl -s -XPOST "$url/function/delete" -d "{\"function_name\":\"d$i\"}" >/dev/null || true
+    done
+    stop_engine "$dir" "$epid"
+    return
+  fi
   curl -sf -XPOST "$url/function/deploy" \
     -d '{"function_name":"authentication","function_image":"localhost/authentication:ab","wasi_cap":false}' >/dev/null
   cat >"$dir/auth.lua" <<'LUA'
@@ -37,9 +59,13 @@ LUA
   printf '%-40s 404 %9.0f req/s  invoke %8.0f req/s  ratio %.2f  p50 at 1 connection %s\n' \
     "$bin" "$a" "$b" "$(echo "$b / $a" | bc -l)" "$c"
   curl -s -XPOST "$url/function/delete" -d '{"function_name":"authentication"}' >/dev/null || true
+  stop_engine "$dir" "$epid"
+}
+
+stop_engine() {
+  local dir=$1 epid=$2 state
   kill -TERM "$epid" 2>/dev/null || true
   wait "$epid" 2>/dev/null || true
-  local state
   state=$(sed -n 's/^state = "\(.*\)"$/\1/p' "$dir/containerd/config.toml" 2>/dev/null || true)
   rm -rf /run/containerd/wasmengine/benchab-* "$dir"
   if [ -n "$state" ]; then rm -rf "$state"; fi
