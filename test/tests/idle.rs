@@ -178,3 +178,103 @@ fn a_running_function_nobody_calls_does_not_wake() {
     // And they still answer.
     assert_eq!(e.invoke("gcd", json!([12, 18])).0, 200);
 }
+
+/// `ctr events` of `c`, line by line, on a channel (the process dies with the guard).
+struct Events {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Events {
+    fn watch(c: &Containerd) -> Events {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new("ctr")
+            .arg("--address")
+            .arg(&c.address)
+            .arg("events")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("ctr events");
+        let out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in out.lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        // `ctr events` subscribes once it runs; give it that moment.
+        std::thread::sleep(Duration::from_millis(500));
+        Events { child, lines }
+    }
+
+    /// Whether a line with all of `needles` comes within `within`.
+    fn expect(&self, needles: &[&str], within: Duration) -> bool {
+        let end = Instant::now() + within;
+        while let Some(left) = end.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) if needles.iter().all(|n| line.contains(n)) => return true,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+        false
+    }
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The pid of a function's task (its container's process), from `ctr task ls`.
+fn task_pid(c: &Containerd, id: &str) -> i32 {
+    let out = c.ctr_ok(&["task", "ls"]).unwrap();
+    out.lines()
+        .find(|l| l.split_whitespace().next() == Some(id))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or_else(|| panic!("no task {id}: {out}"))
+}
+
+/// A shim publishes its events on a connection it closes when idle and opens again for the
+/// next event, also after containerd restarted: a task's exit still reaches containerd after
+/// a quiet spell and after a containerd restart (the single connection of before was dead
+/// then, and its events were lost).
+#[test]
+fn a_shims_events_reach_containerd_after_a_quiet_spell_and_a_containerd_restart() {
+    let mut c = Containerd::start().expect("containerd");
+    let e = Engine::start(&c, &[]).expect("engine");
+    let gcd = "localhost/gcd:events";
+    c.import_wasm(&app("gcd"), &ImageSpec::classic("gcd.wasm"), gcd)
+        .unwrap();
+    for name in ["first", "second"] {
+        e.deploy(
+            json!({"function_name": name, "function_image": gcd, "wasi_cap": false,
+                        "export": "gcd"}),
+        );
+        assert_eq!(e.invoke(name, json!([12, 18])).0, 200);
+    }
+    // Past the event connection's idle close (1 s).
+    std::thread::sleep(Duration::from_secs(2));
+    let events = Events::watch(&c);
+    unsafe { libc::kill(task_pid(&c, "first"), libc::SIGKILL) };
+    assert!(
+        events.expect(&["/tasks/exit", r#""first""#], Duration::from_secs(10)),
+        "no exit event for `first`\n{}",
+        c.log()
+    );
+    drop(events);
+
+    c.stop();
+    c.resume().expect("containerd again");
+    let events = Events::watch(&c);
+    unsafe { libc::kill(task_pid(&c, "second"), libc::SIGKILL) };
+    assert!(
+        events.expect(&["/tasks/exit", r#""second""#], Duration::from_secs(10)),
+        "no exit event for `second` after containerd restarted\n{}",
+        c.log()
+    );
+}
