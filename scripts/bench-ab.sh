@@ -2,8 +2,9 @@
 # A/B of two builds of the engine and shim in one run, alternating: for each directory given
 # (each holding `wasm_engine` and `containerd-shim-wasmengine-v1`, e.g. copies of
 # target/release from two commits), start that engine with a private containerd, deploy
-# `authentication`, and measure the 404 route and the invoke at 64 connections and the invoke's
-# p50 at one connection; ROUNDS times over (default 2). With MODE=deploy, instead: deploy ->
+# `authentication`, and measure the 404 route and the invoke at 64 connections (with the CPU
+# time per invoke of the engine and of the function's processes) and the invoke's p50 at one
+# connection; ROUNDS times over (default 2). With MODE=deploy, instead: deploy ->
 # first result of 9 functions of that image (each a container of its own), median, and the
 # median of their "task create" stage from the engine's log.
 # Usage: scripts/bench-ab.sh DIR_A DIR_B [DIR_C ...]   Env: DURATION (default 8s), ROUNDS, MODE.
@@ -52,14 +53,28 @@ wrk.method = "POST"
 wrk.body = '{"function_name":"authentication","args":{"arg_uri":"yes","arg_body":"yes","arg_secret":"12345"}}'
 wrk.headers["Content-Type"] = "application/json"
 LUA
-  local a b c
+  local a b c out shims e0 s0 e1 s1 n
   a=$(wrk -t2 -c64 -d"$DURATION" "$url/nope" | awk '/Requests\/sec/ {print $2}')
-  b=$(wrk -t2 -c64 -d"$DURATION" -s "$dir/auth.lua" "$url/function/invoke" | awk '/Requests\/sec/ {print $2}')
+  shims=$(pgrep -f "containerd-shim-wasmengine-v1 -namespace benchab " || true)
+  e0=$(cpu_ticks "$epid"); s0=$(cpu_ticks $shims)
+  out=$(wrk -t2 -c64 -d"$DURATION" -s "$dir/auth.lua" "$url/function/invoke")
+  e1=$(cpu_ticks "$epid"); s1=$(cpu_ticks $shims)
+  b=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+  n=$(echo "$out" | awk '/requests in/ {print $1}')
   c=$(wrk -t1 -c1 -d"$DURATION" --latency -s "$dir/auth.lua" "$url/function/invoke" | awk '$1 == "50%" {print $2}')
-  printf '%-40s 404 %9.0f req/s  invoke %8.0f req/s  ratio %.2f  p50 at 1 connection %s\n' \
-    "$bin" "$a" "$b" "$(echo "$b / $a" | bc -l)" "$c"
+  printf '%-30s 404 %7.0f req/s  invoke %7.0f req/s  ratio %.2f  CPU per invoke: engine %5.1f us, function %5.1f us  p50 at 1 connection %s\n' \
+    "$bin" "$a" "$b" "$(echo "$b / $a" | bc -l)" \
+    "$(echo "($e1 - $e0) * 1000000 / $(getconf CLK_TCK) / $n" | bc -l)" \
+    "$(echo "($s1 - $s0) * 1000000 / $(getconf CLK_TCK) / $n" | bc -l)" "$c"
   curl -s -XPOST "$url/function/delete" -d '{"function_name":"authentication"}' >/dev/null || true
   stop_engine "$dir" "$epid"
+}
+
+# User and system CPU ticks of the given pids, summed.
+cpu_ticks() {
+  local p t=0
+  for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done
+  echo "$t"
 }
 
 stop_engine() {

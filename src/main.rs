@@ -15,6 +15,9 @@ use wasm_engine::metrics::Metrics;
 use wasm_engine::registry::Registries;
 use wasm_engine::server::{router, AppState};
 
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
