@@ -2,18 +2,20 @@
 # `make bench-api`: the engine with a private containerd; wrk against /function/invoke for a
 # string-ABI function with a one-page memory (authentication), the same built with rustc's
 # layout (authentication-rl) and a WASI one (authentication-wasi): 1 connection (latency
-# p50/p99) and 64 connections (req/s), DURATION each, beside the engine's own 404 route in the
+# p50/p99) and 64 connections (req/s, and the CPU time per invoke of the engine and of the
+# function's processes), DURATION each, beside the engine's own 404 route in the
 # same run (the HTTP stack with no work), printed as ratios; a function calling another
 # (`chain` → `echo-string`) beside the callee called directly; then deploy → first result for an
 # image containerd already holds (median of 9); then the same into a running group
 # (`--group-size`), and from a loopback registry (Debian's docker-registry), each a
 # container of its own and into a group; then with `--group-size 1 --spare-group` (a process
 # per function, its group's task started ahead of the deploy).
-# Env: DURATION (default 10s).
+# Env: DURATION (default 10s), BIN_DIR (where `wasm_engine` and the shim are; default
+# target/release).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${DURATION:-10s}"
-release="$PWD/target/release"
+release="${BIN_DIR:-$PWD/target/release}"
 dir="$(mktemp -d /tmp/we-bench-api-XXXX)"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 url="http://127.0.0.1:$port"
@@ -57,6 +59,12 @@ curl -sf -XPOST "$url/function/deploy" \
   -d '{"function_name":"authentication-wasi","function_image":"localhost/authentication-wasi:bench","wasi_cap":true}' >/dev/null
 
 rps() { awk '/Requests\/sec/ {print $2}'; }
+# User and system CPU ticks of the given pids, summed.
+cpu_ticks() {
+  local p t=0
+  for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done
+  echo "$t"
+}
 echo "== 404 route (no work): 64 connections, $DURATION"
 out404=$(wrk -t2 -c64 -d"$DURATION" --latency "$url/nope")
 echo "$out404" | grep -E "^\s+(50|99)%|Requests/sec"
@@ -76,9 +84,14 @@ LUA
   wrk -t1 -c1 -d"$DURATION" --latency -s "$dir/$fn.lua" "$url/function/invoke" \
     | grep -E "^\s+(50|99)%|Requests/sec|Non-2xx"
   echo "== $fn: 64 connections, $DURATION"
+  fpids=$(pgrep -f "containerd-shim-wasmengine-v1 -namespace bench -id $fn " || true)
+  e0=$(cpu_ticks "$epid"); f0=$(cpu_ticks $fpids)
   out=$(wrk -t2 -c64 -d"$DURATION" --latency -s "$dir/$fn.lua" "$url/function/invoke")
+  e1=$(cpu_ticks "$epid"); f1=$(cpu_ticks $fpids)
+  n=$(echo "$out" | awk '/requests in/ {print $1}')
   echo "$out" | grep -E "^\s+(50|99)%|Requests/sec|Non-2xx"
-  ratios+=("$(echo "$out" | rps | awk -v b="$base" -v f="$fn" '{printf "%s at 64 connections: %.0f req/s = %.2f x the 404 route (%.0f req/s)", f, $1, $1 / b, b}')")
+  cpu=$(echo "$((e1 - e0)) $(getconf CLK_TCK) $n $((f1 - f0))" | awk '{printf "CPU per invoke: engine %.1f us, function %.1f us", $1 * 1e6 / $2 / $3, $4 * 1e6 / $2 / $3}')
+  ratios+=("$(echo "$out" | rps | awk -v b="$base" -v f="$fn" -v cpu="$cpu" '{printf "%s at 64 connections: %.0f req/s = %.2f x the 404 route (%.0f req/s); %s", f, $1, $1 / b, b, cpu}')")
 done
 printf '%s\n' "${ratios[@]}"
 
