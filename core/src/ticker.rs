@@ -48,10 +48,13 @@ pub fn on_tick(hook: impl Fn() + Send + Sync + 'static) {
 }
 
 /// A running call: the tickers tick while one exists.
-pub(crate) struct Busy(());
+pub struct Busy(());
 
 /// Marks a call as running until the guard is dropped, waking the tickers if they sleep.
-pub(crate) fn busy() -> Busy {
+/// Every call of a [`crate::Function`] holds one; a server holds one too around other work
+/// its [`on_tick`] watchdogs must see (a module's compile on a thread that also reads
+/// requests).
+pub fn busy() -> Busy {
     ACTIVE.fetch_add(1, SeqCst);
     RECENT.store(true, SeqCst);
     if PARKED.load(SeqCst) > 0 {

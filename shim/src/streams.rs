@@ -13,7 +13,8 @@
 //! socket and come in the next read. No thread is woken per call.
 //!
 //! Work that blocks (a slow call, a WASI sleep) must not hold the rest up. A watchdog on the
-//! runtime's epoch tick ([`wasmengine_core::runtime::on_tick`], every few milliseconds) starts
+//! runtime's epoch tick ([`wasmengine_core::runtime::on_tick`], every few milliseconds while
+//! a job runs: each holds [`wasmengine_core::ticker::busy`]) starts
 //! or wakes another thread when the queue made no progress in a tick, or when calls run and
 //! nothing read the connection for a tick: that thread takes up the reading and the queue.
 //! A call waiting for the engine's answer to its call to another function wakes a reader at
@@ -202,6 +203,7 @@ impl Streams {
 
     /// Answers a request without a stream id; `false` if the connection ends after it.
     fn answer_plain(&self, mut req: Request) -> anyhow::Result<bool> {
+        let _ticking = wasmengine_core::ticker::busy();
         let callout = self.link.clone().map(|l| l as Arc<dyn Callout>);
         let (status, content_type, body) = self.service.respond(&req, &self.slots, callout);
         // A call to another function left an answer unread: nothing more on this connection.
@@ -213,6 +215,9 @@ impl Streams {
     }
 
     fn run(self: &Arc<Self>, job: Job) {
+        // The watchdog must tick while any job runs, a call or not (a group's load compiles
+        // on this thread, and the requests behind it wait for a second reader).
+        let _ticking = wasmengine_core::ticker::busy();
         let Job {
             id,
             mut req,

@@ -353,3 +353,71 @@ fn a_spare_group_is_started_ahead_of_each_deploy() {
         assert_eq!(gcd(&e, &format!("s{i}")), (200, "6".into()), "{}", e.log());
     }
 }
+
+/// A module with `n` small functions besides a numeric `gcd` export (it answers its first
+/// argument): slow to compile, quick to call.
+fn big_module(n: usize) -> Vec<u8> {
+    let mut text = String::from("(module\n");
+    for i in 0..n {
+        text.push_str(&format!(
+            "(func $f{i} (param i32) (result i32) local.get 0 i32.const {i} i32.add)\n"
+        ));
+    }
+    text.push_str("(func (export \"gcd\") (param i32 i32) (result i32) local.get 0))\n");
+    wat::parse_str(&text).unwrap()
+}
+
+/// A long compile in a group (a deploy's load, on the group's one connection) does not hold
+/// up the calls of the group's other functions, even when the group was idle and its epoch
+/// ticker asleep: the load counts as work for the watchdog, which brings in another thread.
+#[test]
+fn a_long_compile_in_an_idle_group_does_not_hold_up_its_other_functions() {
+    let c = Containerd::start().expect("containerd");
+    let e = Engine::start(&c, &["--group-size", "4"]).expect("engine");
+    let gcd_img = "localhost/gcd:compile";
+    let big_img = "localhost/big:compile";
+    c.import_wasm(&app("gcd"), &ImageSpec::classic("gcd.wasm"), gcd_img)
+        .unwrap();
+    c.import_wasm(
+        &big_module(40_000),
+        &ImageSpec::classic("big.wasm"),
+        big_img,
+    )
+    .unwrap();
+    e.deploy(
+        json!({"function_name": "quick", "function_image": gcd_img, "wasi_cap": false,
+                    "export": "gcd"}),
+    );
+    assert_eq!(gcd(&e, "quick"), (200, "6".into()));
+    // Idle long enough for the group's ticker to sleep.
+    std::thread::sleep(Duration::from_millis(500));
+
+    let (worst, took) = std::thread::scope(|s| {
+        let deploy = s.spawn(|| {
+            let start = Instant::now();
+            e.deploy(json!({"function_name": "big", "function_image": big_img,
+                            "wasi_cap": false, "export": "gcd"}));
+            start.elapsed()
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        let mut worst = Duration::ZERO;
+        while !deploy.is_finished() {
+            let start = Instant::now();
+            assert_eq!(gcd(&e, "quick"), (200, "6".into()));
+            worst = worst.max(start.elapsed());
+        }
+        (worst, deploy.join().unwrap())
+    });
+    let (code, v) = e.invoke("big", json!([7, 1]));
+    assert_eq!((code, v["result"].as_str()), (200, Some("7")), "{v}");
+    eprintln!("deploy with the compile took {took:?}; the slowest call meanwhile {worst:?}");
+    // Not a speed test: only that the calls did not wait for the compile.
+    assert!(
+        took > Duration::from_millis(400),
+        "the compile was too quick to tell ({took:?})"
+    );
+    assert!(
+        worst < took / 2,
+        "a call waited {worst:?} for a {took:?} compile"
+    );
+}

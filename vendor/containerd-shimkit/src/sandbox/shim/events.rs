@@ -3,6 +3,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone};
 use containerd_shim::event::Event;
+use containerd_shim::protos::ttrpc;
 use containerd_shim::publisher::RemotePublisher;
 use log::warn;
 use protobuf::well_known_types::timestamp::Timestamp;
@@ -37,6 +38,8 @@ struct Forward {
 
 /// How long the forwarding thread keeps its connection to containerd without an event.
 const KEEP_IDLE: Duration = Duration::from_secs(1);
+/// Longest wait for containerd to take one event.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl RemoteEventSender {
     pub fn new(namespace: impl AsRef<str>, publisher: RemotePublisher) -> RemoteEventSender {
@@ -95,14 +98,23 @@ fn forward_events(
             }
             let Some(p) = &publisher else { break };
             let event = next.event.clone_box();
-            match p.publish(Default::default(), &next.topic, &namespace, event) {
+            // Bounded: a publish that hangs would hold every later event, and the task
+            // service's calls that send them.
+            let ctx = ttrpc::context::with_timeout(PUBLISH_TIMEOUT.as_nanos() as i64);
+            match p.publish(ctx, &next.topic, &namespace, event) {
                 Ok(()) => break,
                 Err(err) => {
                     warn!("failed to publish event, topic: {}: {}", &next.topic, err);
-                    if address.is_some() {
+                    // Only a broken connection is worth another: containerd may have taken
+                    // an event it then answered with an error status.
+                    let broken = !matches!(
+                        err,
+                        containerd_shim::Error::Ttrpc(ttrpc::Error::RpcStatus(_))
+                    );
+                    if address.is_some() && broken {
                         publisher = None;
                     }
-                    if !(kept && attempt == 0) {
+                    if !(kept && broken && attempt == 0) {
                         break;
                     }
                 }
