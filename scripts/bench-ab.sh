@@ -15,14 +15,21 @@ ROUNDS="${ROUNDS:-2}"
 MODE="${MODE:-invoke}"
 [ $# -ge 1 ] || { echo "usage: $0 DIR_A DIR_B ..." >&2; exit 2; }
 
+# The engine running now, stopped on any exit (a failed request ends the script under set -e).
+cur_dir=
+cur_epid=
+trap '[ -n "$cur_epid" ] && stop_engine "$cur_dir" "$cur_epid"' EXIT
+
 one() {
   local bin=$1 dir port url epid
   dir="$(mktemp -d /tmp/we-bench-ab-XXXX)"
+  cur_dir=$dir
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   url="http://127.0.0.1:$port"
   RUST_LOG=wasm_engine=debug "$bin/wasm_engine" --embedded-containerd --data-dir "$dir" --listen "127.0.0.1:$port" \
     --namespace benchab >"$dir/engine.log" 2>&1 &
   epid=$!
+  cur_epid=$epid
   for _ in $(seq 1 300); do curl -sf "$url/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
   "$bin/wasm_engine" image build build/apps/authentication.wasm -t localhost/authentication:ab \
     --data-dir "$dir/store" --import --containerd-address "$dir/containerd/containerd.sock" \
@@ -79,6 +86,14 @@ cpu_ticks() {
 
 stop_engine() {
   local dir=$1 epid=$2 state
+  cur_epid=
+  # What a function held is removed with it; whatever is left is stopped through containerd.
+  local ctr_=(ctr --address "$dir/containerd/containerd.sock" -n benchab)
+  for c in $("${ctr_[@]}" containers ls -q 2>/dev/null); do
+    "${ctr_[@]}" task kill -s SIGKILL "$c" >/dev/null 2>&1 || true
+    for _ in $(seq 1 50); do "${ctr_[@]}" task rm "$c" >/dev/null 2>&1 && break; sleep 0.1; done
+    "${ctr_[@]}" containers rm "$c" >/dev/null 2>&1 || true
+  done
   kill -TERM "$epid" 2>/dev/null || true
   wait "$epid" 2>/dev/null || true
   state=$(sed -n 's/^state = "\(.*\)"$/\1/p' "$dir/containerd/config.toml" 2>/dev/null || true)
