@@ -45,7 +45,7 @@ impl RemoteEventSender {
     pub fn new(namespace: impl AsRef<str>, publisher: RemotePublisher) -> RemoteEventSender {
         let namespace = namespace.as_ref().to_string();
         // The address containerd gave the shim; without it the first publisher is all there is.
-        let address = std::env::var("TTRPC_ADDRESS").ok();
+        let address = std::env::var("TTRPC_ADDRESS").ok().filter(|a| !a.is_empty());
         let (tx, rx) = mpsc::channel();
         std::thread::Builder::new()
             .name("events".into())
