@@ -10,6 +10,7 @@
 # Usage: scripts/bench-ab.sh DIR_A DIR_B [DIR_C ...]   Env: DURATION (default 8s), ROUNDS, MODE.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/bench-lib.sh
 DURATION="${DURATION:-8s}"
 ROUNDS="${ROUNDS:-2}"
 MODE="${MODE:-invoke}"
@@ -77,23 +78,11 @@ LUA
   stop_engine "$dir" "$epid"
 }
 
-# User and system CPU ticks of the given pids, summed.
-cpu_ticks() {
-  local p t=0
-  for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done
-  echo "$t"
-}
-
 stop_engine() {
   local dir=$1 epid=$2 state
   cur_epid=
   # What a function held is removed with it; whatever is left is stopped through containerd.
-  local ctr_=(ctr --address "$dir/containerd/containerd.sock" -n benchab)
-  for c in $("${ctr_[@]}" containers ls -q 2>/dev/null); do
-    "${ctr_[@]}" task kill -s SIGKILL "$c" >/dev/null 2>&1 || true
-    for _ in $(seq 1 50); do "${ctr_[@]}" task rm "$c" >/dev/null 2>&1 && break; sleep 0.1; done
-    "${ctr_[@]}" containers rm "$c" >/dev/null 2>&1 || true
-  done
+  remove_containers "$dir/containerd/containerd.sock" benchab
   kill -TERM "$epid" 2>/dev/null || true
   wait "$epid" 2>/dev/null || true
   state=$(sed -n 's/^state = "\(.*\)"$/\1/p' "$dir/containerd/config.toml" 2>/dev/null || true)

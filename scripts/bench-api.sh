@@ -14,6 +14,7 @@
 # target/release).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/bench-lib.sh
 DURATION="${DURATION:-10s}"
 release="${BIN_DIR:-$PWD/target/release}"
 dir="$(mktemp -d /tmp/we-bench-api-XXXX)"
@@ -30,12 +31,7 @@ cleanup() {
   done
   # What no function holds (the spare group) is stopped through containerd itself, before
   # the engine takes its private containerd down.
-  local ctr_=(ctr --address "$dir/containerd/containerd.sock" -n bench)
-  for c in $("${ctr_[@]}" containers ls -q 2>/dev/null); do
-    "${ctr_[@]}" task kill -s SIGKILL "$c" >/dev/null 2>&1 || true
-    for _ in $(seq 1 50); do "${ctr_[@]}" task rm "$c" >/dev/null 2>&1 && break; sleep 0.1; done
-    "${ctr_[@]}" containers rm "$c" >/dev/null 2>&1 || true
-  done
+  remove_containers "$dir/containerd/containerd.sock" bench
   kill -TERM "$epid" 2>/dev/null || true
   wait "$epid" 2>/dev/null || true
   # The private containerd's state dir, as its config names it (it is on /run).
@@ -59,12 +55,6 @@ curl -sf -XPOST "$url/function/deploy" \
   -d '{"function_name":"authentication-wasi","function_image":"localhost/authentication-wasi:bench","wasi_cap":true}' >/dev/null
 
 rps() { awk '/Requests\/sec/ {print $2}'; }
-# User and system CPU ticks of the given pids, summed.
-cpu_ticks() {
-  local p t=0
-  for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done
-  echo "$t"
-}
 echo "== 404 route (no work): 64 connections, $DURATION"
 out404=$(wrk -t2 -c64 -d"$DURATION" --latency "$url/nope")
 echo "$out404" | grep -E "^\s+(50|99)%|Requests/sec"
