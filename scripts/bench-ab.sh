@@ -6,7 +6,8 @@
 # time per invoke of the engine and of the function's processes) and the invoke's p50 at one
 # connection; ROUNDS times over (default 2). With MODE=deploy, instead: deploy ->
 # first result of 9 functions of that image (each a container of its own), median, and the
-# median of their "task create" stage from the engine's log.
+# median of their "task create" stage from the engine's log. With MODE=hostile, the invoke
+# measurements run while SPINNERS callers (default: one per core) keep a function spinning.
 # Usage: scripts/bench-ab.sh DIR_A DIR_B [DIR_C ...]   Env: DURATION (default 8s), ROUNDS, MODE.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,7 +29,7 @@ one() {
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   url="http://127.0.0.1:$port"
   RUST_LOG=wasm_engine=debug "$bin/wasm_engine" --embedded-containerd --data-dir "$dir" --listen "127.0.0.1:$port" \
-    --namespace benchab >"$dir/engine.log" 2>&1 &
+    --namespace benchab ${ENGINE_ARGS:-} >"$dir/engine.log" 2>&1 &
   epid=$!
   cur_epid=$epid
   for _ in $(seq 1 300); do curl -sf "$url/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
@@ -62,7 +63,28 @@ wrk.body = '{"function_name":"authentication","args":{"arg_uri":"yes","arg_body"
 wrk.headers["Content-Type"] = "application/json"
 LUA
   local a b c out shims e0 s0 e1 s1 n
-  a=$(wrk -t2 -c64 -d"$DURATION" "$url/nope" | awk '/Requests\/sec/ {print $2}')
+  local e404 n404 spinners=()
+  if [ "$MODE" = hostile ]; then
+    # A function whose every call spins until its 200 ms timeout, called by SPINNERS loops
+    # (default: one per core) while everything below is measured.
+    printf '(module (func (export "spin") (result i32) (loop (br 0)) (i32.const 0)))' >"$dir/spin.wat"
+    wat2wasm "$dir/spin.wat" -o "$dir/spin.wasm"
+    "$bin/wasm_engine" image build "$dir/spin.wasm" -t localhost/spin:ab --data-dir "$dir/store" \
+      --import --containerd-address "$dir/containerd/containerd.sock" --namespace benchab >/dev/null
+    curl -sf -XPOST "$url/function/deploy" -d '{"function_name":"spin","function_image":"localhost/spin:ab",
+      "wasi_cap":false,"export":"spin","timeout_ms":200}' >/dev/null
+    for _ in $(seq 1 "${SPINNERS:-$(nproc)}"); do
+      (while :; do curl -s -o /dev/null -XPOST "$url/function/invoke" -d '{"function_name":"spin","args":[]}'; done) &
+      spinners+=($!)
+    done
+    sleep 1
+  fi
+  e0=$(cpu_ticks "$epid")
+  out=$(wrk -t2 -c64 -d"$DURATION" "$url/nope")
+  e1=$(cpu_ticks "$epid")
+  a=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+  n404=$(echo "$out" | awk '/requests in/ {print $1}')
+  e404=$(echo "($e1 - $e0) * 1000000 / $(getconf CLK_TCK) / $n404" | bc -l)
   shims=$(pgrep -f "containerd-shim-wasmengine-v1 -namespace benchab " || true)
   e0=$(cpu_ticks "$epid"); s0=$(cpu_ticks $shims)
   out=$(wrk -t2 -c64 -d"$DURATION" -s "$dir/auth.lua" "$url/function/invoke")
@@ -70,10 +92,11 @@ LUA
   b=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
   n=$(echo "$out" | awk '/requests in/ {print $1}')
   c=$(wrk -t1 -c1 -d"$DURATION" --latency -s "$dir/auth.lua" "$url/function/invoke" | awk '$1 == "50%" {print $2}')
-  printf '%-30s 404 %7.0f req/s  invoke %7.0f req/s  ratio %.2f  CPU per invoke: engine %5.1f us, function %5.1f us  p50 at 1 connection %s\n' \
-    "$bin" "$a" "$b" "$(echo "$b / $a" | bc -l)" \
+  printf '%-30s 404 %7.0f req/s  invoke %7.0f req/s  ratio %.2f  engine CPU per 404 %4.1f us; per invoke: engine %5.1f us, function %5.1f us  p50 at 1 connection %s\n' \
+    "$bin" "$a" "$b" "$(echo "$b / $a" | bc -l)" "$e404" \
     "$(echo "($e1 - $e0) * 1000000 / $(getconf CLK_TCK) / $n" | bc -l)" \
     "$(echo "($s1 - $s0) * 1000000 / $(getconf CLK_TCK) / $n" | bc -l)" "$c"
+  if [ ${#spinners[@]} -gt 0 ]; then kill "${spinners[@]}" 2>/dev/null || true; wait "${spinners[@]}" 2>/dev/null || true; fi
   curl -s -XPOST "$url/function/delete" -d '{"function_name":"authentication"}' >/dev/null || true
   stop_engine "$dir" "$epid"
 }

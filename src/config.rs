@@ -137,6 +137,13 @@ pub struct ServeArgs {
     /// the functions' processes run on the rest).
     #[arg(long, env = "WASMENGINE_THREADS", default_value_t = 0)]
     pub threads: usize,
+
+    /// Nice value of the engine's own threads (-20 to 19), ahead of the functions' processes,
+    /// which keep the value the engine started with (needs CAP_SYS_NICE to go below it).
+    #[arg(long, env = "WASMENGINE_NICE", default_value_t = crate::priority::DEFAULT_NICE,
+          allow_negative_numbers = true,
+          value_parser = clap::value_parser!(i32).range(-20..=19))]
+    pub nice: i32,
 }
 
 impl ServeArgs {

@@ -114,7 +114,10 @@ impl Embedded {
         );
         let log = std::fs::File::create(dir.join("containerd.log"))?;
         use std::os::unix::process::CommandExt;
-        let child = Command::new("containerd")
+        let mut cmd = Command::new("containerd");
+        // Functions run at the nice value the engine started with, not the engine's own.
+        crate::priority::start_child_at_start_value(&mut cmd);
+        let child = cmd
             .arg("--config")
             .arg(&config)
             .env("PATH", path)

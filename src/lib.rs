@@ -14,6 +14,7 @@
 //!   [`streams`] the one connection per function socket that carries every call in flight.
 //! - [`server`]: the axum router, response forms, auth and status codes; [`metrics`] the
 //!   Prometheus counters it serves; [`openapi`] the OpenAPI document of it all.
+//! - [`priority`]: the engine's threads at a higher CPU priority than the functions'.
 //! - [`image_cmd`]: `wasm_engine image build|push`; [`fn_cmd`]: `wasm_engine fn …`, a command
 //!   line for a running engine.
 
@@ -29,6 +30,7 @@ pub mod invoker;
 pub mod layers;
 pub mod metrics;
 pub mod openapi;
+pub mod priority;
 pub mod reference;
 pub mod registry;
 pub mod server;

@@ -12,6 +12,7 @@ use wasm_engine::embedded::{self, Embedded};
 use wasm_engine::functions::{FunctionDefaults, Functions};
 use wasm_engine::layers::SizeCaps;
 use wasm_engine::metrics::Metrics;
+use wasm_engine::priority;
 use wasm_engine::registry::Registries;
 use wasm_engine::server::{router, AppState};
 
@@ -29,10 +30,17 @@ fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     let rt = match cli.command {
-        None => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(cli.serve.worker_threads())
-            .enable_all()
-            .build()?,
+        None => {
+            // The engine's threads run ahead of the functions' processes (see `priority`).
+            priority::remember_start();
+            let nice = cli.serve.nice;
+            priority::set_this_thread(nice);
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(cli.serve.worker_threads())
+                .on_thread_start(move || priority::set_this_thread(nice))
+                .enable_all()
+                .build()?
+        }
         Some(_) => tokio::runtime::Runtime::new()?,
     };
     match cli.command {

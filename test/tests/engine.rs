@@ -873,6 +873,26 @@ fn sigterm_finishes_in_flight_calls_and_leaves_functions_running() {
     assert!(task_pid(&c, "spin").is_some(), "task left running");
 }
 
+/// The nice value of each thread of `pid`.
+fn nices(pid: u32) -> Vec<i32> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+        // Fields after the command name (which may hold spaces): the 19th, nice, is the 17th.
+        if let Some(n) = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(16))
+        {
+            out.push(n.parse().unwrap());
+        }
+    }
+    out
+}
+
 #[test]
 fn embedded_containerd_is_started_reused_and_stopped() {
     let engine_bin = wasmengine_e2e::release_dir().join("wasm_engine");
@@ -914,13 +934,44 @@ fn embedded_containerd_is_started_reused_and_stopped() {
     );
     deploy(&e, "gcd", "localhost/gcd:embedded", false);
     assert_eq!(result(&e, "gcd", json!([12, 18])), "6");
-    // A killed engine finds its containerd again, functions included.
     let pid_file = data.join("containerd/containerd.pid");
     let ctd_pid: i32 = std::fs::read_to_string(&pid_file)
         .unwrap()
         .trim()
         .parse()
         .unwrap();
+    // The engine's threads run at nice -10 (the default `--nice`); its containerd, the shims
+    // and the function's processes at the value the engine started with (this test's).
+    let ours = nices(std::process::id())[0];
+    let engine_nices = nices(e.pid().unwrap());
+    assert!(
+        engine_nices.len() > 1 && engine_nices.iter().all(|&n| n == -10),
+        "engine threads: {engine_nices:?}"
+    );
+    let ns = format!("we-embedded-{}", std::process::id());
+    let mut others = vec![ctd_pid as u32];
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cgroup = std::fs::read_to_string(entry.path().join("cgroup")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if (cmdline.contains("containerd-shim-wasmengine-v1") && cmdline.contains(&ns))
+            || cgroup.contains(&format!(":/{ns}/"))
+        {
+            others.push(pid);
+        }
+    }
+    assert!(
+        others.len() >= 3,
+        "containerd, a shim and the task: {others:?}"
+    );
+    for pid in others {
+        let n = nices(pid);
+        assert!(n.iter().all(|&n| n == ours), "pid {pid}: {n:?}, not {ours}");
+    }
+    // A killed engine finds its containerd again, functions included.
     e.restart().unwrap();
     assert_eq!(result(&e, "gcd", json!([12, 18])), "6");
     assert!(
