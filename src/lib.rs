@@ -14,10 +14,12 @@
 //!   [`streams`] the one connection per function socket that carries every call in flight.
 //! - [`server`]: the axum router, response forms, auth and status codes; [`metrics`] the
 //!   Prometheus counters it serves; [`openapi`] the OpenAPI document of it all.
-//! - [`priority`]: the engine's threads at a higher CPU priority than the functions'.
+//! - [`priority`]: the engine's threads at a higher CPU priority than the functions';
+//!   [`cgroup_warm`] the kernel's cgroup attach lock kept ready while tasks are created.
 //! - [`image_cmd`]: `wasm_engine image build|push`; [`fn_cmd`]: `wasm_engine fn …`, a command
 //!   line for a running engine.
 
+pub mod cgroup_warm;
 pub mod config;
 pub mod containerd;
 pub mod embedded;

@@ -106,6 +106,8 @@ impl Functions {
             tracing::debug!("deploy {name}: {stages}");
             return Ok(());
         }
+        // A task follows: its cgroup attach finds the kernel's lock ready (see cgroup_warm).
+        let _warm = crate::cgroup_warm::hold();
         image::unpack(&self.ctd, &image, lease).await?;
         stages.mark("unpack");
 
@@ -227,6 +229,7 @@ impl Functions {
     ) -> ApiResult<()> {
         let start = Instant::now();
         {
+            let _warm = crate::cgroup_warm::hold();
             let _slot = self.task_starts.acquire().await.expect("never closed");
             stages.mark("queued");
             self.ctd.create_task(name, mounts).await?;

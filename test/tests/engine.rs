@@ -971,6 +971,13 @@ fn embedded_containerd_is_started_reused_and_stopped() {
         let n = nices(pid);
         assert!(n.iter().all(|&n| n == ours), "pid {pid}: {n:?}, not {ours}");
     }
+    // The task's creation had the cgroup attach lock kept ready (src/cgroup_warm.rs) from
+    // a cgroup file the engine is already in.
+    assert!(
+        e.log().contains("cgroup-warm: writing to /sys/fs/cgroup/"),
+        "{}",
+        e.log()
+    );
     // A killed engine finds its containerd again, functions included.
     e.restart().unwrap();
     assert_eq!(result(&e, "gcd", json!([12, 18])), "6");
