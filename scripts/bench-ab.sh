@@ -8,6 +8,7 @@
 # first result of 9 functions of that image (each a container of its own), median, and the
 # median of their "task create" stage from the engine's log. With MODE=hostile, the invoke
 # measurements run while SPINNERS callers (default: one per core) keep a function spinning.
+# With MODE=large: `echo-string` called with about 200 KiB of JSON args at 8 connections.
 # Usage: scripts/bench-ab.sh DIR_A DIR_B [DIR_C ...]   Env: DURATION (default 8s), ROUNDS, MODE.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -52,6 +53,34 @@ one() {
     for i in 1 2 3 4 5 6 7 8 9; do
       curl -s -XPOST "$url/function/delete" -d "{\"function_name\":\"d$i\"}" >/dev/null || true
     done
+    stop_engine "$dir" "$epid"
+    return
+  fi
+  if [ "$MODE" = large ]; then
+    # `echo-string` (string ABI) called with about 200 KiB of JSON args, which it returns.
+    "$bin/wasm_engine" image build build/apps/echo-string.wasm -t localhost/echo:ab --data-dir "$dir/store" \
+      --import --containerd-address "$dir/containerd/containerd.sock" --namespace benchab >/dev/null
+    curl -sf -XPOST "$url/function/deploy" -d '{"function_name":"echo","function_image":"localhost/echo:ab",
+      "wasi_cap":false,"export":"echo-string","max_output_bytes":1048576}' >/dev/null
+    python3 -c '
+import json
+items = [{"id": i, "name": "item-%d" % i, "price": i * 1.25, "tags": ["a", "b\u00e9"]} for i in range(3000)]
+body = json.dumps({"function_name": "echo", "args": {"items": items}})
+print("-- body bytes %d" % len(body))
+print("wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.body = " + json.dumps(body))
+' >"$dir/large.lua"
+    local shims e0 s0 e1 s1 out n
+    shims=$(pgrep -f "containerd-shim-wasmengine-v1 -namespace benchab " || true)
+    e0=$(cpu_ticks "$epid"); s0=$(cpu_ticks $shims)
+    out=$(wrk -t2 -c8 -d"$DURATION" -s "$dir/large.lua" "$url/function/invoke")
+    e1=$(cpu_ticks "$epid"); s1=$(cpu_ticks $shims)
+    n=$(echo "$out" | awk '/requests in/ {print $1}')
+    printf '%-30s %s KiB request: %7.0f req/s at 8 connections  CPU per invoke: engine %6.1f us, function %6.1f us  non-2xx: %s\n' \
+      "$bin" "$(( $(awk '/^-- body bytes/ {print $4}' "$dir/large.lua") / 1024 ))" "$(echo "$out" | awk '/Requests\/sec/ {print $2}')" \
+      "$(echo "($e1 - $e0) * 1000000 / $(getconf CLK_TCK) / $n" | bc -l)" \
+      "$(echo "($s1 - $s0) * 1000000 / $(getconf CLK_TCK) / $n" | bc -l)" \
+      "$(echo "$out" | awk '/Non-2xx/ {print $NF}')"
+    curl -s -XPOST "$url/function/delete" -d '{"function_name":"echo"}' >/dev/null || true
     stop_engine "$dir" "$epid"
     return
   fi

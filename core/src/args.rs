@@ -24,6 +24,11 @@ pub fn json_input(args: &Value) -> String {
     }
 }
 
+/// The error for args that are not JSON.
+pub fn not_json(e: serde_json::Error) -> CallError {
+    CallError::BadArgs(format!("args are not JSON: {e}"))
+}
+
 /// A value as argv text: strings as they are, anything else as JSON.
 fn scalar_text(v: &Value) -> String {
     match v {

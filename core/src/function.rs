@@ -279,12 +279,39 @@ impl Function {
             ),
             Kind::Numeric => (self.call_numeric(args, opts), Vec::new()),
         };
-        // A deadline shorter than the function's own is the one a timeout names.
-        let result = match (result, opts.timeout) {
-            (Err(CallError::Timeout(own)), Some(t)) if t < own => Err(CallError::Timeout(t)),
-            (r, _) => r,
+        (shorter_deadline(result, opts), stderr)
+    }
+
+    /// [`Function::call_with`] on args as JSON text (blank: none). A string-ABI export gets
+    /// the text as it came, checked to be JSON but not rebuilt (`null` and blank become
+    /// `{}`); the other kinds get the parsed value.
+    pub fn call_json(
+        &self,
+        args: &[u8],
+        opts: &CallOptions,
+    ) -> (Result<String, CallError>, Vec<u8>) {
+        let blank = args.iter().all(u8::is_ascii_whitespace);
+        if self.entry.kind != Kind::StringAbi {
+            return match blank {
+                true => self.call_with(&Value::Null, opts),
+                false => match serde_json::from_slice::<Value>(args) {
+                    Ok(v) => self.call_with(&v, opts),
+                    Err(e) => (Err(args::not_json(e)), Vec::new()),
+                },
+            };
+        }
+        let text: &[u8] = if blank || args.trim_ascii() == b"null" {
+            b"{}"
+        } else if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(args) {
+            return (Err(args::not_json(e)), Vec::new());
+        } else {
+            args
         };
-        (result, stderr)
+        let _running = crate::ticker::busy();
+        (
+            shorter_deadline(self.string_call(text, opts), opts),
+            Vec::new(),
+        )
     }
 
     fn call_command(
@@ -694,5 +721,16 @@ fn tail(bytes: &[u8]) -> String {
     match text.char_indices().rev().nth(STDERR_TAIL) {
         Some((i, _)) => format!("…{}", &text[i..]),
         None => text.to_string(),
+    }
+}
+
+/// A deadline shorter than the function's own is the one a timeout names.
+fn shorter_deadline(
+    result: Result<String, CallError>,
+    opts: &CallOptions,
+) -> Result<String, CallError> {
+    match (result, opts.timeout) {
+        (Err(CallError::Timeout(own)), Some(t)) if t < own => Err(CallError::Timeout(t)),
+        (r, _) => r,
     }
 }

@@ -183,6 +183,35 @@ fn echo_string_round_trips_under_both_names() {
 }
 
 #[test]
+fn a_string_abi_export_gets_json_text_as_it_came() {
+    let rt = runtime();
+    let f = load(&rt, &app("echo-string"), "echo-string", None);
+    let opts = wasmengine_core::CallOptions::default();
+    // Spacing, number forms and escapes stay as sent (a parsed value would rebuild them).
+    let text = br#"{ "b": 1e2,  "a": ["\u00e9", 1.50] }"#;
+    assert_eq!(
+        f.call_json(text, &opts).0.unwrap().as_bytes(),
+        text.as_slice()
+    );
+    for none in [&b""[..], b"  \n", b"null", b" null "] {
+        assert_eq!(f.call_json(none, &opts).0.unwrap(), "{}");
+    }
+    for bad in [&b"{"[..], b"{} {}", b"nope", b"[1,]"] {
+        match f.call_json(bad, &opts).0 {
+            Err(CallError::BadArgs(m)) => assert!(m.starts_with("args are not JSON"), "{m}"),
+            other => panic!("{:?}: {other:?}", String::from_utf8_lossy(bad)),
+        }
+    }
+    // The other kinds still get the parsed value.
+    let gcd = load(&rt, &app("gcd"), "gcd", None);
+    assert_eq!(gcd.call_json(b"[12, 18]", &opts).0.unwrap(), "6");
+    assert!(matches!(
+        gcd.call_json(b"[12,", &opts).0,
+        Err(CallError::BadArgs(_))
+    ));
+}
+
+#[test]
 fn echo_string_wasi_prints_its_argument() {
     let out = call(
         "echo-string-wasi",

@@ -283,35 +283,22 @@ pub fn call(
     logs: &Logs,
     link: Option<Arc<dyn Callout>>,
 ) -> (u16, &'static str, Vec<u8>) {
-    let body = &req.body;
-    let args = if body.iter().all(u8::is_ascii_whitespace) {
-        Ok(serde_json::Value::Null)
-    } else {
-        serde_json::from_slice(body)
+    // The call's timeout counts from its arrival: a call still waiting for a slot when it
+    // runs out answers its timeout without running.
+    let timeout = match req.time_left {
+        Some(left) => left.min(function.limits().timeout),
+        None => function.limits().timeout,
     };
-    let (result, stderr) = match args {
-        // The call's timeout counts from its arrival: a call still waiting for a slot when
-        // it runs out answers its timeout without running.
-        Ok(args) => {
-            let timeout = match req.time_left {
-                Some(left) => left.min(function.limits().timeout),
-                None => function.limits().timeout,
-            };
-            let opts = CallOptions {
-                timeout: req.time_left,
-                callout: link,
-            };
-            slots
-                .run(timeout.saturating_sub(req.queued), || {
-                    function.call_with(&args, &opts)
-                })
-                .unwrap_or((Err(CallError::Timeout(timeout)), Vec::new()))
-        }
-        Err(e) => (
-            Err(CallError::BadArgs(format!("args are not JSON: {e}"))),
-            Vec::new(),
-        ),
+    let opts = CallOptions {
+        timeout: req.time_left,
+        callout: link,
     };
+    // The args go to the function as JSON text: a string-ABI export gets them unparsed.
+    let (result, stderr) = slots
+        .run(timeout.saturating_sub(req.queued), || {
+            function.call_json(&req.body, &opts)
+        })
+        .unwrap_or((Err(CallError::Timeout(timeout)), Vec::new()));
     if !stderr.is_empty() {
         logs.push(&req.call_id, &String::from_utf8_lossy(&stderr));
     }
