@@ -262,28 +262,24 @@ fn a_shims_events_reach_containerd_after_a_quiet_spell_and_a_containerd_restart(
     }
     // Past the event connection's idle close (1 s).
     std::thread::sleep(Duration::from_secs(2));
-    let events = Events::watch(&c);
-    unsafe { libc::kill(task_pid(&c, "first"), libc::SIGKILL) };
-    // The shim's own exit event (SIGKILL: 137), not one containerd makes up for a dead shim.
-    let line = events.expect(&["/tasks/exit", r#""first""#], Duration::from_secs(10));
-    assert!(
-        line.as_deref()
-            .is_some_and(|l| l.contains(r#""exit_status":137"#)),
-        "no exit event for `first`: {line:?}\n{}",
-        c.log()
-    );
-    drop(events);
+    kill_and_expect_its_exit_event(&c, "first", "after a quiet spell");
 
     c.stop();
     c.resume().expect("containerd again");
-    let events = Events::watch(&c);
-    unsafe { libc::kill(task_pid(&c, "second"), libc::SIGKILL) };
-    // The shim's own exit event (SIGKILL: 137), not one containerd makes up for a dead shim.
-    let line = events.expect(&["/tasks/exit", r#""second""#], Duration::from_secs(10));
+    kill_and_expect_its_exit_event(&c, "second", "after containerd restarted");
+}
+
+/// SIGKILLs the task of `name` and expects the shim's own exit event for it (137), not one
+/// containerd makes up for a dead shim.
+fn kill_and_expect_its_exit_event(c: &Containerd, name: &str, when: &str) {
+    let events = Events::watch(c);
+    unsafe { libc::kill(task_pid(c, name), libc::SIGKILL) };
+    let quoted = format!("\"{name}\"");
+    let line = events.expect(&["/tasks/exit", &quoted], Duration::from_secs(10));
     assert!(
         line.as_deref()
             .is_some_and(|l| l.contains(r#""exit_status":137"#)),
-        "no exit event for `second` after containerd restarted: {line:?}\n{}",
+        "no exit event for `{name}` {when}: {line:?}\n{}",
         c.log()
     );
 }
