@@ -195,6 +195,18 @@ fn function_containers_run_without_privilege() {
         assert_eq!(field("CapEff:"), "0000000000000000", "{status}");
         assert_eq!(field("Seccomp:"), "2", "{status}");
         assert_eq!(field("NoNewPrivs:"), "1", "{status}");
+        // What it can see: its own /proc entries only (no /proc/sys, /proc/kcore, other
+        // processes), no /sys, and in /dev the runtime's few devices.
+        let root = format!("/proc/{pid}/root");
+        let mut procs: Vec<String> = std::fs::read_dir(format!("{root}/proc"))
+            .unwrap()
+            .map(|d| d.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        procs.sort();
+        assert_eq!(procs, ["1", "self", "thread-self"], "{procs:?}");
+        assert!(!std::path::Path::new(&format!("{root}/sys/kernel")).exists());
+        assert!(std::path::Path::new(&format!("{root}/dev/null")).exists());
+        assert!(!std::path::Path::new(&format!("{root}/dev/shm")).exists());
     }
     // Its socket and cache directories are its own, and nobody else's.
     let fn_dir = e.data_dir.path().join("fn/healthy");
