@@ -207,15 +207,25 @@ pub fn serve(
 
 /// A counting semaphore: the bound on calls running at once.
 pub struct Slots {
-    free: Mutex<usize>,
+    state: Mutex<SlotState>,
     freed: Condvar,
     capacity: usize,
+}
+
+struct SlotState {
+    free: usize,
+    /// Callers waiting for a slot: a release wakes one only if there is one (a condvar's
+    /// notify is a syscall even with nobody waiting, and this runs on every call).
+    waiting: usize,
 }
 
 impl Slots {
     fn new(n: usize) -> Slots {
         Slots {
-            free: Mutex::new(n),
+            state: Mutex::new(SlotState {
+                free: n,
+                waiting: 0,
+            }),
             freed: Condvar::new(),
             capacity: n,
         }
@@ -231,24 +241,29 @@ impl Slots {
     fn run<T>(&self, patience: Duration, f: impl FnOnce() -> T) -> Option<T> {
         {
             let give_up = Instant::now().checked_add(patience);
-            let mut free = self.free.lock().unwrap();
-            while *free == 0 {
+            let mut st = self.state.lock().unwrap();
+            while st.free == 0 {
                 let left = give_up.map(|g| g.saturating_duration_since(Instant::now()));
                 if left == Some(Duration::ZERO) {
                     return None;
                 }
-                free = match left {
-                    Some(left) => self.freed.wait_timeout(free, left).unwrap().0,
-                    None => self.freed.wait(free).unwrap(),
+                st.waiting += 1;
+                st = match left {
+                    Some(left) => self.freed.wait_timeout(st, left).unwrap().0,
+                    None => self.freed.wait(st).unwrap(),
                 };
+                st.waiting -= 1;
             }
-            *free -= 1;
+            st.free -= 1;
         }
         struct Release<'a>(&'a Slots);
         impl Drop for Release<'_> {
             fn drop(&mut self) {
-                *self.0.free.lock().unwrap() += 1;
-                self.0.freed.notify_one();
+                let mut st = self.0.state.lock().unwrap();
+                st.free += 1;
+                if st.waiting > 0 {
+                    self.0.freed.notify_one();
+                }
             }
         }
         let _release = Release(self);
