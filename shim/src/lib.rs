@@ -21,8 +21,11 @@
 //! - [`server`]: the function server spoken to over a unix socket
 //!   (`wasmengine_api::invoke`);
 //! - [`settings`]: engine configuration and limits from the container's environment;
-//! - [`streams`]: many calls in flight on one connection, run by the connection's workers.
+//! - [`streams`]: many calls in flight on one connection, run by the connection's workers;
+//! - [`busy_poll`]: a connection's reading thread looks for the next request before it
+//!   sleeps.
 
+pub mod busy_poll;
 pub mod group;
 pub mod link;
 pub mod logs;

@@ -9,7 +9,7 @@
 //! turn). Plain threads rather than an async runtime: synchronous WASI must not be called from
 //! inside a tokio runtime, and a blocking socket costs nothing here.
 
-use std::io::{BufRead, Read, Write};
+use std::io::{BufRead, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::UnixListener;
 use std::path::Path;
@@ -24,6 +24,7 @@ use wasmengine_api::invoke::{
 };
 use wasmengine_core::{CallError, CallOptions, Callout, Function};
 
+use crate::busy_poll::Socket;
 use crate::link::EngineLink;
 use crate::logs::Logs;
 use crate::streams::Streams;
@@ -97,7 +98,7 @@ impl Listener {
 }
 
 struct Connection {
-    reader: Box<dyn Read + Send>,
+    reader: Box<dyn Socket>,
     writer: Box<dyn Write + Send>,
     link: Option<Arc<EngineLink>>,
 }

@@ -22,7 +22,7 @@
 //! once, and one thread more, so someone can always read.
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, BufReader, Write};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,6 +30,7 @@ use wasmengine_api::http1;
 use wasmengine_api::invoke::{HEADER_CALLEE, HEADER_STREAM, PATH_ANSWER, STATUS_CALL};
 use wasmengine_core::Callout;
 
+use crate::busy_poll::{self, Socket};
 use crate::link::EngineLink;
 use crate::server::{read_request, Request, Service, Slots};
 
@@ -38,7 +39,7 @@ pub struct Streams {
     /// Idle threads wait here.
     work: Condvar,
     /// The read side: held by the one thread reading.
-    reader: Mutex<BufReader<Box<dyn Read + Send>>>,
+    reader: Mutex<Reader>,
     writer: Mutex<Box<dyn Write + Send>>,
     /// The connection's own link (unix sockets only): calls' calls to other functions, for
     /// requests without a stream id; stream requests get one of their own.
@@ -46,6 +47,15 @@ pub struct Streams {
     service: Arc<dyn Service>,
     slots: Arc<Slots>,
     max_running: usize,
+}
+
+struct Reader {
+    input: BufReader<Box<dyn Socket>>,
+    /// How long to look for input before sleeping.
+    window: busy_poll::Window,
+    /// Requests the last read found: more than one means the engine sends batches, and
+    /// a wake-up is shared by many calls anyway.
+    last_batch: usize,
 }
 
 struct Job {
@@ -83,7 +93,7 @@ enum Next {
 
 impl Streams {
     pub fn new(
-        reader: Box<dyn Read + Send>,
+        reader: Box<dyn Socket>,
         writer: Box<dyn Write + Send>,
         link: Option<Arc<EngineLink>>,
         service: Arc<dyn Service>,
@@ -96,7 +106,11 @@ impl Streams {
                 ..State::default()
             }),
             work: Condvar::new(),
-            reader: Mutex::new(BufReader::new(reader)),
+            reader: Mutex::new(Reader {
+                input: BufReader::new(reader),
+                window: busy_poll::Window::default(),
+                last_batch: 0,
+            }),
             writer: Mutex::new(writer),
             link,
             service,
@@ -165,11 +179,17 @@ impl Streams {
     /// queued, answers to calls' calls handed over, plain requests answered at once. `false`
     /// when the connection ended.
     fn read(self: &Arc<Self>) -> anyhow::Result<bool> {
-        let mut reader = self.reader.lock().unwrap();
+        let mut guard = self.reader.lock().unwrap();
+        let reader = &mut *guard;
+        if reader.input.buffer().is_empty() && reader.last_batch <= 1 {
+            busy_poll::wait_for_input(reader.input.get_ref().as_raw_fd(), &mut reader.window);
+        }
+        reader.last_batch = 0;
         loop {
-            let Some(req) = read_request(&mut *reader, self.service.max_body())? else {
+            let Some(req) = read_request(&mut reader.input, self.service.max_body())? else {
                 return Ok(false);
             };
+            reader.last_batch += 1;
             match req.stream {
                 Some(id) => self.submit(id, req),
                 None => {
@@ -178,7 +198,7 @@ impl Streams {
                     }
                 }
             }
-            if reader.buffer().is_empty() {
+            if reader.input.buffer().is_empty() {
                 return Ok(true);
             }
         }
