@@ -36,6 +36,7 @@ use crate::reference::Reference;
 use crate::registry::Registries;
 
 mod deploy;
+mod dir_watch;
 mod groups;
 mod idle;
 mod info;

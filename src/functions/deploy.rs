@@ -228,6 +228,11 @@ impl Functions {
         stages: &mut Stages,
     ) -> ApiResult<()> {
         let start = Instant::now();
+        // Watched from before the task exists: its socket's creation is the moment to look.
+        let socket_dir = self.socket_dir(name);
+        let watch = dir_watch::DirWatch::new(&socket_dir)
+            .inspect_err(|e| tracing::debug!("watch {}: {e}", socket_dir.display()))
+            .ok();
         {
             let _warm = crate::cgroup_warm::hold();
             let _slot = self.task_starts.acquire().await.expect("never closed");
@@ -237,7 +242,7 @@ impl Functions {
             self.ctd.start_task(name).await?;
             stages.mark("task start");
         }
-        let invoker = Invoker::new(&self.socket_dir(name).join(SOCKET_NAME), 0, 1);
+        let invoker = Invoker::new(&socket_dir.join(SOCKET_NAME), 0, 1);
         let mut polls = 0u32;
         loop {
             if invoker.ready().await {
@@ -259,7 +264,15 @@ impl Functions {
                     format!("function {name} did not become ready within {READY_TIMEOUT:?}"),
                 ));
             }
-            tokio::time::sleep(Duration::from_millis(if polls < 200 { 2 } else { 20 })).await;
+            // Look again when an entry appears in the socket directory, or at the next poll
+            // (a socket created but not yet listening is seen by the poll).
+            let poll = Duration::from_millis(if polls < 200 { 2 } else { 20 });
+            match &watch {
+                Some(w) => {
+                    w.appeared(poll).await;
+                }
+                None => tokio::time::sleep(poll).await,
+            }
         }
     }
 
