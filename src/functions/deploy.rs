@@ -81,7 +81,11 @@ impl Functions {
 
         let lease = self.ctd.create_lease(LEASE_TTL).await?;
         let result = self.deploy_leased(req, &reference, &lease).await;
-        self.ctd.delete_lease(&lease).await;
+        // What the lease kept from the garbage collector is the container's now (or was
+        // removed): ending it is cleanup, a write to containerd's database (a disk flush) that
+        // the deploy's answer need not wait for. Should the engine stop first, its TTL ends it.
+        let ctd = self.ctd.clone();
+        tokio::spawn(async move { ctd.delete_lease(&lease).await });
         result
     }
 
