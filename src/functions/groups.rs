@@ -241,7 +241,9 @@ impl Functions {
                     .await
             }
             .await;
-            self.ctd.delete_lease(&lease).await;
+            // Cleanup the group's start need not wait for (see `deploy`).
+            let ctd = self.ctd.clone();
+            tokio::spawn(async move { ctd.delete_lease(&lease).await });
             created?;
         } else {
             self.ctd.stop_task(group, STOP_GRACE).await?;
