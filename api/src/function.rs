@@ -29,6 +29,11 @@ pub const ENV_CONCURRENCY: &str = "WASMENGINE_CONCURRENCY";
 pub const ENV_CACHE_DIR: &str = "WASMENGINE_CACHE_DIR";
 /// Log lines a serving function (or each function of a group) keeps.
 pub const ENV_LOG_LINES: &str = "WASMENGINE_LOG_LINES";
+/// [`IMAGE_LAYERS_NONE`] when the container's module is not in a Wasm layer of its image (a
+/// file of its rootfs, or a group's): the shim then does not ask containerd for the image's
+/// layers when the container is created.
+pub const ENV_IMAGE_LAYERS: &str = "WASMENGINE_IMAGE_LAYERS";
+pub const IMAGE_LAYERS_NONE: &str = "none";
 /// Where the engine mounts its module cache in function containers.
 pub const CACHE_DIR_IN_CONTAINER: &str = "/run/wasmengine-cache";
 

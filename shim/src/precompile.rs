@@ -22,6 +22,7 @@ use std::sync::OnceLock;
 use anyhow::{bail, Context};
 use containerd_shim_wasm::sandbox::context::WasmLayer;
 use sha2::{Digest, Sha256};
+use wasmengine_api::function::{ENV_IMAGE_LAYERS, IMAGE_LAYERS_NONE};
 use wasmengine_core::Runtime;
 
 use crate::settings;
@@ -45,6 +46,22 @@ pub fn file_module(bundle: &Path) -> Option<WasmLayer> {
             None
         }
     }
+}
+
+/// Whether the container's env says its module is not in a Wasm layer of its image
+/// ([`ENV_IMAGE_LAYERS`]` = none`, which the engine writes): its creation then need not ask
+/// containerd for the image's layers. A spec that cannot be read says nothing.
+pub fn image_layers_unused(bundle: &Path) -> bool {
+    let Ok(bytes) = std::fs::read(bundle.join("config.json")) else {
+        return false;
+    };
+    let Ok(spec) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        return false;
+    };
+    let wanted = format!("{ENV_IMAGE_LAYERS}={IMAGE_LAYERS_NONE}");
+    spec["process"]["env"]
+        .as_array()
+        .is_some_and(|env| env.iter().any(|e| e.as_str() == Some(&wanted)))
 }
 
 fn try_file_module(bundle: &Path, cache: &Path) -> anyhow::Result<Option<WasmLayer>> {
@@ -178,6 +195,26 @@ fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_env_entry_itself_says_the_image_layers_are_unused() {
+        let dir = tempfile::tempdir().unwrap();
+        let with = |env: serde_json::Value| {
+            let spec = serde_json::json!({"process": {"args": ["/m.wasm"], "env": env}});
+            std::fs::write(dir.path().join("config.json"), spec.to_string()).unwrap();
+            image_layers_unused(dir.path())
+        };
+        assert!(with(serde_json::json!([
+            "A=1",
+            "WASMENGINE_IMAGE_LAYERS=none"
+        ])));
+        assert!(!with(serde_json::json!(["A=1"])));
+        assert!(!with(serde_json::json!(["WASMENGINE_IMAGE_LAYERS=some"])));
+        assert!(!with(serde_json::json!(["X=WASMENGINE_IMAGE_LAYERS=none"])));
+        std::fs::write(dir.path().join("config.json"), "not json").unwrap();
+        assert!(!image_layers_unused(dir.path()));
+        assert!(!image_layers_unused(&dir.path().join("missing")));
+    }
 
     fn bundle_with(files: &[(&str, &[u8])], arg0: &str) -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();

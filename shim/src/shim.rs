@@ -30,6 +30,10 @@ impl Shim for WasmEngineShim {
         crate::precompile::file_module(bundle)
     }
 
+    fn image_layers_unused(bundle: &std::path::Path) -> bool {
+        crate::precompile::image_layers_unused(bundle)
+    }
+
     #[allow(refining_impl_trait)]
     async fn compiler() -> Option<WasmEngineCompiler> {
         match Runtime::new(settings::compiler_engine_config()) {

@@ -76,6 +76,12 @@ impl Functions {
             wasmengine_api::function::ENV_LOG_LINES.into(),
             self.defaults.log_lines.to_string(),
         );
+        if image.wasm_layer.is_none() {
+            env.insert(
+                wasmengine_api::function::ENV_IMAGE_LAYERS.into(),
+                wasmengine_api::function::IMAGE_LAYERS_NONE.into(),
+            );
+        }
         let env: Vec<String> = env.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
         let per_call = req.limits.memory_limit_mb.unwrap_or(DEFAULT_MEMORY_MB);
         let cgroup_memory = (per_call * u64::from(self.defaults.concurrency) + 128) * 1024 * 1024;
@@ -117,11 +123,18 @@ impl Functions {
             config
                 .to_env()
                 .into_iter()
-                .chain([format!(
-                    "{}={}",
-                    wasmengine_api::function::ENV_LOG_LINES,
-                    self.defaults.log_lines
-                )])
+                .chain([
+                    format!(
+                        "{}={}",
+                        wasmengine_api::function::ENV_LOG_LINES,
+                        self.defaults.log_lines
+                    ),
+                    format!(
+                        "{}={}",
+                        wasmengine_api::function::ENV_IMAGE_LAYERS,
+                        wasmengine_api::function::IMAGE_LAYERS_NONE
+                    ),
+                ])
                 .collect(),
             json!({ groups::LABEL_GROUP_SERVER: group }),
             socket_dir,

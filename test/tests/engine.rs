@@ -213,6 +213,15 @@ fn wasi_preview2_components_deploy_and_invoke() {
         json!({"arg_uri": "yes", "arg_body": "yes", "arg_secret": "c5187dd86a648a819f527c7a8a4f7bf4"}),
     );
     assert!(out.contains(r#""status":"200""#), "{out}");
+    // Only the classic image's container tells the shim not to look for Wasm layers.
+    let env_of = |id: &str| {
+        let info: Value =
+            serde_json::from_str(&c.ctr_ok(&["container", "info", id]).unwrap()).unwrap();
+        info["Spec"]["process"]["env"].clone()
+    };
+    let none = json!("WASMENGINE_IMAGE_LAYERS=none");
+    assert!(!env_of("fib").as_array().unwrap().contains(&none));
+    assert!(env_of("auth").as_array().unwrap().contains(&none));
     // A second container of the artifact starts from the shim's precompiled component.
     deploy(&e, "fib-again", fib, true);
     assert_eq!(result(&e, "fib-again", json!(["20"])), "6765");

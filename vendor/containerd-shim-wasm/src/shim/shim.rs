@@ -51,6 +51,14 @@ pub trait Shim: Sync + 'static {
     fn file_module(_bundle: &std::path::Path) -> Option<WasmLayer> {
         None
     }
+
+    /// WasmEngine patch: whether the container's module is known not to be in a Wasm layer
+    /// of its image, given the container's bundle: then its creation does not connect to
+    /// containerd and read the image's manifest for Wasm layers. `false` (the default): it
+    /// does.
+    fn image_layers_unused(_bundle: &std::path::Path) -> bool {
+        false
+    }
 }
 
 #[trait_variant::make(Send)]

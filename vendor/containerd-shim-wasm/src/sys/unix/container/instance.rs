@@ -58,30 +58,36 @@ static OCI_CLIENT: OnceCell<Box<dyn OciClient + Send + Sync + 'static>> = OnceCe
 impl<S: Shim> SandboxInstance for Instance<S> {
     #[cfg_attr(feature = "tracing", tracing::instrument(level = "Info"))]
     async fn new(id: String, cfg: &InstanceConfig) -> Result<Self, SandboxError> {
-        let oci_client = OCI_CLIENT
-            .get_or_try_init(|| async {
-                let client =
-                    containerd::Client::connect(&cfg.containerd_address, &cfg.namespace).await?;
-                let precompiler = S::compiler().await;
-                let supported_layer_types = S::supported_layers_types();
-                let name = S::name();
-                Result::<_, SandboxError>::Ok(Box::new(EngineOciClient {
-                    client,
-                    precompiler,
-                    supported_layer_types,
-                    name,
-                }) as _)
-            })
-            .await?;
+        // WasmEngine patch: no request to containerd for a container whose module the shim
+        // knows is not in its image's layers.
+        let modules = if S::image_layers_unused(&cfg.bundle) {
+            vec![]
+        } else {
+            let oci_client = OCI_CLIENT
+                .get_or_try_init(|| async {
+                    let client =
+                        containerd::Client::connect(&cfg.containerd_address, &cfg.namespace).await?;
+                    let precompiler = S::compiler().await;
+                    let supported_layer_types = S::supported_layers_types();
+                    let name = S::name();
+                    Result::<_, SandboxError>::Ok(Box::new(EngineOciClient {
+                        client,
+                        precompiler,
+                        supported_layer_types,
+                        name,
+                    }) as _)
+                })
+                .await?;
 
-        // check if container is OCI image with wasm layers and attempt to read the module
-        let modules = oci_client
-            .load_modules(&id)
-            .await
-            .unwrap_or_else(|e| {
-                log::warn!("Error obtaining wasm layers for container {id}.  Will attempt to use files inside container image. Error: {e}");
-                vec![]
-            });
+            // check if container is OCI image with wasm layers and attempt to read the module
+            oci_client
+                .load_modules(&id)
+                .await
+                .unwrap_or_else(|e| {
+                    log::warn!("Error obtaining wasm layers for container {id}.  Will attempt to use files inside container image. Error: {e}");
+                    vec![]
+                })
+        };
         // WasmEngine patch: a classic image's module, in the shim's own form, if it has one.
         let modules = if modules.is_empty() {
             let bundle = cfg.bundle.clone();
