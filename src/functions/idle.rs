@@ -98,8 +98,10 @@ impl Functions {
         if let Some(group) = &handle.group {
             std::fs::write(self.marker(name), b"")
                 .map_err(|e| ApiError::internal(format!("mark {name} idle: {e}")))?;
-            self.unload_from_group(name, group, false).await;
+            // Counted as soon as it shows as idle (the unload is best effort and takes a
+            // request to the group).
             self.metrics.scaled_to_zero(name);
+            self.unload_from_group(name, group, false).await;
             tracing::info!("function {name}: no call for {period:?}, unloaded from {group}");
             drop(_slots);
             drop(_guard);

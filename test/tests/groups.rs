@@ -228,10 +228,12 @@ fn idle_grouped_functions_are_unloaded_and_wake_on_their_next_call() {
         "{}",
         e.log()
     );
-    assert_eq!(
-        metric(&e, r#"wasmengine_idle_stops_total{function="sleepy"}"#),
-        1
-    );
+    // Counted when it shows as idle (another of the engine's threads may count it a moment
+    // later than the status request reads the marker).
+    assert!(eventually(Duration::from_secs(2), || metric(
+        &e,
+        r#"wasmengine_idle_stops_total{function="sleepy"}"#
+    ) == 1));
     // The group keeps serving its other function.
     assert_eq!(status(&e, "awake"), "running");
     assert_eq!(gcd(&e, "awake"), (200, "6".into()));
