@@ -99,7 +99,6 @@ fn peek(fd: RawFd, block: bool) -> Peek {
 mod tests {
     use super::*;
     use std::io::Write;
-    use std::os::fd::AsRawFd;
     use std::os::unix::net::UnixStream;
 
     #[test]

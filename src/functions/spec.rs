@@ -159,8 +159,8 @@ fn container_spec(
 ) -> Value {
     // Only what the function's process uses: its own /proc entries (`subset=pid`: no
     // /proc/sys, /proc/kcore or the like to read or to mask), the devices the runtime
-    // creates in /dev, and its socket directory. Each mount also costs the task's creation
-    // (no /sys, /run, /dev/shm, /dev/mqueue or /dev/pts).
+    // creates in /dev, and its socket directory; no /sys, /run, /dev/shm, /dev/mqueue or
+    // /dev/pts to reach.
     let mut mounts = vec![
         json!({"destination": "/proc", "type": "proc", "source": "proc",
          "options": ["nosuid", "noexec", "nodev", "subset=pid"]}),
