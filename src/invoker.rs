@@ -231,9 +231,12 @@ impl Invoker {
                 }
             }
         };
-        let mut header = String::new();
+        let mut header = String::with_capacity(64);
         if !cx.call_id.is_empty() {
-            header += &format!("{HEADER_CALL_ID}: {}\r\n", cx.call_id);
+            header.push_str(HEADER_CALL_ID);
+            header.push_str(": ");
+            header.push_str(cx.call_id);
+            header.push_str("\r\n");
         }
         if let Some(left) = cx.time_left {
             header += &format!("{HEADER_TIME_LEFT}: {}\r\n", left.as_millis());

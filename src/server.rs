@@ -65,7 +65,7 @@ impl IntoResponse for Reply {
         };
         if let Some(id) = self
             .call_id
-            .and_then(|id| header::HeaderValue::from_str(&id).ok())
+            .and_then(|id| header::HeaderValue::from_maybe_shared(axum::body::Bytes::from(id)).ok())
         {
             response.headers_mut().insert(HEADER_CALL_ID, id);
         }
@@ -208,10 +208,12 @@ async fn query(State(state): State<Arc<AppState>>, headers: HeaderMap, b: Body) 
     }
 }
 
-async fn invoke(State(state): State<Arc<AppState>>, headers: HeaderMap, b: Body) -> Reply {
+async fn invoke(State(state): State<Arc<AppState>>, req: Request) -> Reply {
+    // The request's own headers, not a copy (the hot path).
+    let (parts, b) = req.into_parts();
     // Every answer past the token check names its call, refused ones included.
     let call_id = next_call_id();
-    let mut r = invoke_call(&state, &headers, b, &call_id).await;
+    let mut r = invoke_call(&state, &parts.headers, b, &call_id).await;
     r.call_id = Some(call_id);
     r
 }
@@ -261,7 +263,20 @@ fn next_call_id() -> String {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64)
     });
-    format!("{start:x}-{:x}", NEXT.fetch_add(1, Ordering::Relaxed))
+    let mut id = String::with_capacity(24);
+    push_hex(&mut id, start);
+    id.push('-');
+    push_hex(&mut id, NEXT.fetch_add(1, Ordering::Relaxed));
+    id
+}
+
+/// Appends `n` in lower-case hexadecimal, as `{:x}` would.
+fn push_hex(out: &mut String, n: u64) {
+    let digits = (64 - n.leading_zeros()).div_ceil(4).max(1);
+    for i in (0..digits).rev() {
+        let d = (n >> (i * 4)) & 0xf;
+        out.push(char::from_digit(d as u32, 16).expect("a hex digit"));
+    }
 }
 
 async fn logs(State(state): State<Arc<AppState>>, headers: HeaderMap, b: Body) -> Reply {
@@ -328,4 +343,23 @@ async fn not_found(headers: HeaderMap, req: Request) -> Reply {
         &headers,
         ApiError::not_found(format!("no endpoint {} {}", req.method(), req.uri().path())),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn call_ids_are_hex_as_format_writes_them() {
+        for n in [0u64, 1, 0xf, 0x10, 0xdead_beef, u64::MAX] {
+            let mut s = String::new();
+            push_hex(&mut s, n);
+            assert_eq!(s, format!("{n:x}"));
+        }
+        let (a, b) = (next_call_id(), next_call_id());
+        assert_ne!(a, b);
+        assert!(a.split_once('-').is_some_and(|(s, n)| {
+            u64::from_str_radix(s, 16).is_ok() && u64::from_str_radix(n, 16).is_ok()
+        }));
+    }
 }

@@ -105,8 +105,9 @@ impl Conn {
             id,
             rx,
         };
-        let headers = format!("{HEADER_STREAM}: {id}\r\n{headers}");
-        stream.send(http1::request(method, path, &headers, body, false))?;
+        let mut request = http1::Message::request(method, path, headers.len() + body.len());
+        request.header_number(HEADER_STREAM, id).lines(headers);
+        stream.send(request.finish(body, false))?;
         Ok(stream)
     }
 

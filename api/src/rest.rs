@@ -160,13 +160,37 @@ pub struct LogEntry {
 impl Response {
     /// The original engine's text form: `status code: N, message: …`.
     pub fn to_text(&self) -> String {
-        format!("status code: {}, message: {}", self.status, self.message)
+        // Built by hand: every text-form answer, invokes included, goes through here.
+        let mut text = String::with_capacity(32 + self.message.len());
+        text.push_str("status code: ");
+        let mut status = Vec::with_capacity(5);
+        crate::http1::push_decimal(&mut status, self.status.into());
+        text.push_str(std::str::from_utf8(&status).expect("digits"));
+        text.push_str(", message: ");
+        text.push_str(&self.message);
+        text
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_text_form_is_the_original_one() {
+        let r = Response {
+            status: 404,
+            message: "function f is not deployed".into(),
+            result: None,
+            functions: None,
+            function: None,
+            logs: None,
+        };
+        assert_eq!(
+            r.to_text(),
+            "status code: 404, message: function f is not deployed"
+        );
+    }
 
     #[test]
     fn deploy_request_accepts_the_original_body() {

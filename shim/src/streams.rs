@@ -249,8 +249,11 @@ impl Streams {
             .is_some()
             .then(|| Arc::new(EngineLink::on_stream(id, self.clone())) as Arc<dyn Callout>);
         let (status, content_type, body) = self.service.respond(&req, &self.slots, link);
-        let head = format!("{HEADER_STREAM}: {id}\r\ncontent-type: {content_type}\r\n");
-        let answer = http1::response(status, &head, &body, false);
+        let mut answer = http1::Message::response(status, body.len() + 64);
+        answer
+            .header_number(HEADER_STREAM, id)
+            .header("content-type", content_type);
+        let answer = answer.finish(&body, false);
         // A failed write means the engine is gone: the reader sees the end too.
         let _ = self.writer.lock().unwrap().write_all(&answer);
     }
