@@ -134,6 +134,8 @@ struct Handle {
     group: Option<String>,
     /// The functions it may call.
     calls: Vec<String>,
+    /// Its invocation metrics.
+    invocations: crate::metrics::Invocations,
 }
 
 /// How long each stage of a deploy (or a task start) took, for the debug log.

@@ -122,20 +122,28 @@ fn function(name: &str) -> Function {
     }
 }
 
+/// One function's invocation series, looked up once and kept with its handle: a call then
+/// counts itself without a look-up by name (series are never removed, so the two stay one).
+#[derive(Clone)]
+pub struct Invocations {
+    function: String,
+    count: Counter,
+    latency: Histogram,
+}
+
 impl Metrics {
     /// One invocation and how long it took; `error` names its failure kind.
     pub fn invocation(&self, name: &str, took: Duration, error: Option<&str>) {
+        self.invocations_of(name).record(self, took, error);
+    }
+
+    /// `name`'s invocation series.
+    pub fn invocations_of(&self, name: &str) -> Invocations {
         let labels = function(name);
-        self.invocations.get_or_create(&labels).inc();
-        self.latency
-            .get_or_create(&labels)
-            .observe(took.as_secs_f64());
-        if let Some(kind) = error {
-            let failure = Failure {
-                function: labels.function,
-                kind: kind.to_string(),
-            };
-            self.errors.get_or_create(&failure).inc();
+        Invocations {
+            count: self.invocations.get_or_create(&labels).clone(),
+            latency: self.latency.get_or_create(&labels).clone(),
+            function: labels.function,
         }
     }
 
@@ -183,9 +191,41 @@ impl Metrics {
     }
 }
 
+impl Invocations {
+    /// One invocation of this function (see [`Metrics::invocation`]).
+    pub fn record(&self, metrics: &Metrics, took: Duration, error: Option<&str>) {
+        self.count.inc();
+        self.latency.observe(took.as_secs_f64());
+        if let Some(kind) = error {
+            let failure = Failure {
+                function: self.function.clone(),
+                kind: kind.to_string(),
+            };
+            metrics.errors.get_or_create(&failure).inc();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_kept_series_counts_into_the_same_lines() {
+        let m = Metrics::default();
+        let kept = m.invocations_of("g");
+        kept.record(&m, Duration::from_micros(30), None);
+        m.invocation("g", Duration::from_micros(30), None);
+        kept.record(&m, Duration::from_millis(3), Some("busy"));
+        let text = m.render();
+        for line in [
+            r#"wasmengine_invocations_total{function="g"} 3"#,
+            r#"wasmengine_invocation_seconds_count{function="g"} 3"#,
+            r#"wasmengine_invocation_errors_total{function="g",kind="busy"} 1"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
+        }
+    }
 
     #[test]
     fn buckets_are_cumulative_and_count_every_call() {

@@ -56,12 +56,14 @@ impl IntoResponse for Reply {
         let mut response = if self.json {
             (status, axum::Json(self.body)).into_response()
         } else {
-            (
-                status,
-                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-                self.body.to_text(),
-            )
-                .into_response()
+            // Built directly: every text-form invoke answer comes through here.
+            let mut r = Response::new(Body::from(self.body.to_text()));
+            *r.status_mut() = status;
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+            r
         };
         if let Some(id) = self
             .call_id

@@ -18,10 +18,15 @@ const SWEEP_EVERY: Duration = Duration::from_millis(500);
 impl Functions {
     /// Notes a call (or a deploy) of `name` now.
     pub(super) fn touch(&self, name: &str) {
-        self.activity
-            .lock()
-            .unwrap()
-            .insert(name.to_string(), Instant::now());
+        let now = Instant::now();
+        let mut activity = self.activity.lock().unwrap();
+        // Every successful call lands here: no new key (an allocation) once the name is known.
+        match activity.get_mut(name) {
+            Some(last) => *last = now,
+            None => {
+                activity.insert(name.to_string(), now);
+            }
+        }
     }
 
     fn marker(&self, name: &str) -> PathBuf {

@@ -58,6 +58,7 @@ impl Functions {
             timeout: Duration::from_millis(timeout),
             restart: tokio::sync::Mutex::new(()),
             calls,
+            invocations: self.metrics.invocations_of(name),
         });
         let mut handles = self.handles.lock().unwrap();
         Ok(handles.entry(name.to_string()).or_insert(handle).clone())
@@ -83,7 +84,12 @@ impl Functions {
         call: Call<'_>,
     ) -> Result<String, (ApiError, String)> {
         let start = Instant::now();
-        let r = self.invoke_inner(name, args, call).await;
+        // A name that is not deployed (or not even valid) gets no series of its own.
+        let handle = self
+            .handle(name)
+            .await
+            .map_err(|e| (e, "not_found".to_string()))?;
+        let r = self.invoke_inner(name, &handle, args, call).await;
         if r.is_ok() {
             self.touch(name);
         }
@@ -91,23 +97,19 @@ impl Functions {
             Ok(_) => None,
             Err((_, kind)) => Some(kind.as_str()),
         };
-        // A name that is not deployed (or not even valid) gets no series of its own.
-        if kind != Some("not_found") {
-            self.metrics.invocation(name, start.elapsed(), kind);
-        }
+        handle
+            .invocations
+            .record(&self.metrics, start.elapsed(), kind);
         r
     }
 
     async fn invoke_inner(
         &self,
         name: &str,
+        handle: &Arc<Handle>,
         args: &[u8],
         call: Call<'_>,
     ) -> Result<String, (ApiError, String)> {
-        let handle = self
-            .handle(name)
-            .await
-            .map_err(|e| (e, "not_found".to_string()))?;
         // A callee's call ends by its caller's deadline, whatever its own timeout.
         let (patience, bound) = match call.time_left {
             Some(left) => (
@@ -179,7 +181,7 @@ impl Functions {
                     "unavailable".into(),
                 ));
             }
-            self.revive(name, &handle, &failure)
+            self.revive(name, handle, &failure)
                 .await
                 .map_err(|e| (e, "unavailable".to_string()))?;
             if delivered {
