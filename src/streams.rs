@@ -258,6 +258,12 @@ async fn read_message(read: &mut BufReader<OwnedReadHalf>, conn: &Weak<Conn>) ->
 
 /// An answer's head, read within [`http1::MAX_HEAD`].
 pub async fn read_head(conn: &mut (impl AsyncBufRead + Unpin)) -> io::Result<Head> {
+    let buffered = conn.fill_buf().await?;
+    if let Some(length) = http1::whole_head(buffered) {
+        let head = Head::parse(Kind::Response, &buffered[..length]);
+        conn.consume(length);
+        return head;
+    }
     let mut head = HeadReader::default();
     loop {
         let room = head.room();

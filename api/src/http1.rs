@@ -42,7 +42,8 @@ impl Head {
     /// Parses a whole head (through its empty line).
     pub fn parse(kind: Kind, bytes: &[u8]) -> io::Result<Head> {
         let mut slots = [httparse::EMPTY_HEADER; 32];
-        let (mut head, headers, version) = match kind {
+        // The parsed headers stay in `slots` (the first `count`): no copy of the list.
+        let (mut head, count, version) = match kind {
             Kind::Request => {
                 let mut req = httparse::Request::new(&mut slots);
                 match req.parse(bytes) {
@@ -55,7 +56,7 @@ impl Head {
                     path: req.path.unwrap_or_default().to_string(),
                     ..Head::default()
                 };
-                (head, req.headers.to_vec(), req.version)
+                (head, req.headers.len(), req.version)
             }
             Kind::Response => {
                 let mut resp = httparse::Response::new(&mut slots);
@@ -68,11 +69,12 @@ impl Head {
                     status: resp.code.unwrap_or(0),
                     ..Head::default()
                 };
-                (head, resp.headers.to_vec(), resp.version)
+                (head, resp.headers.len(), resp.version)
             }
         };
         head.close = version == Some(0);
-        for h in headers {
+        head.headers.reserve_exact(count);
+        for h in &slots[..count] {
             let name = h.name.to_ascii_lowercase();
             let value = String::from_utf8_lossy(h.value).trim().to_string();
             match name.as_str() {
@@ -97,6 +99,20 @@ impl Head {
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_str())
     }
+}
+
+/// The length of the head at the start of `buffered` when it is all there (its empty line
+/// included, within [`MAX_HEAD`]): it is then parsed in place, the common case. `None` sends
+/// the reader line by line (a head still arriving, a bare empty line before it, or too long).
+pub fn whole_head(buffered: &[u8]) -> Option<usize> {
+    if buffered.starts_with(b"\r\n") {
+        return None;
+    }
+    let window = &buffered[..buffered.len().min(MAX_HEAD)];
+    window
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|at| at + 4)
 }
 
 /// Gathers a head line by line, within [`MAX_HEAD`].
@@ -152,6 +168,12 @@ impl HeadReader {
 /// Reads a head from a blocking reader; `None` when the peer closed the connection before
 /// sending anything.
 pub fn read_head(reader: &mut impl BufRead, kind: Kind) -> io::Result<Option<Head>> {
+    let buffered = reader.fill_buf()?;
+    if let Some(length) = whole_head(buffered) {
+        let head = Head::parse(kind, &buffered[..length]);
+        reader.consume(length);
+        return head.map(Some);
+    }
     let mut head = HeadReader::default();
     loop {
         let room = head.room();
@@ -347,6 +369,34 @@ mod tests {
         );
         let wire = response(200, "", b"", false);
         assert_eq!(wire, b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
+    }
+
+    #[test]
+    fn a_head_parsed_in_place_is_the_head_read_line_by_line() {
+        let wire = request("POST", "/invoke", "x-a: 1\r\n", b"[1,2]", false);
+        let end = whole_head(&wire).unwrap();
+        assert_eq!(&wire[end..], b"[1,2]");
+        let in_place = Head::parse(Kind::Request, &wire[..end]).unwrap();
+        let mut by_line = HeadReader::default();
+        let mut r = io::BufReader::with_capacity(1, &wire[..]);
+        loop {
+            let n = r.read_until(b'\n', by_line.buffer()).unwrap();
+            if by_line.line_read(n).unwrap() {
+                break;
+            }
+        }
+        assert_eq!(by_line.finish(Kind::Request).unwrap(), in_place);
+        // Not whole yet, led by an empty line, or past the bound: line by line.
+        assert_eq!(whole_head(&wire[..end - 1]), None);
+        assert_eq!(whole_head(b"\r\nGET / HTTP/1.1\r\n\r\n"), None);
+        let mut long = b"GET / HTTP/1.1\r\nx: ".to_vec();
+        long.resize(MAX_HEAD, b'a');
+        long.extend_from_slice(b"\r\n\r\n");
+        assert_eq!(whole_head(&long), None);
+        // Through read_head, from a reader that holds it whole.
+        let mut r = io::BufReader::new(&wire[..]);
+        assert_eq!(read_head(&mut r, Kind::Request).unwrap().unwrap(), in_place);
+        assert_eq!(read_body(&mut r, 5, 5).unwrap(), b"[1,2]");
     }
 
     #[test]
