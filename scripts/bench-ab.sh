@@ -9,6 +9,8 @@
 # median of their "task create" stage from the engine's log. With MODE=hostile, the invoke
 # measurements run while SPINNERS callers (default: one per core) keep a function spinning.
 # With MODE=large: `echo-string` called with about 200 KiB of JSON args at 8 connections.
+# The default mode ends with each build's mean and range over the rounds: on a noisy VM, run
+# enough rounds (ROUNDS=6 or more) before calling a few percent a difference.
 # Usage: scripts/bench-ab.sh DIR_A DIR_B [DIR_C ...]   Env: DURATION (default 8s), ROUNDS, MODE.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,7 +23,9 @@ MODE="${MODE:-invoke}"
 # The engine running now, stopped on any exit (a failed request ends the script under set -e).
 cur_dir=
 cur_epid=
-trap '[ -n "$cur_epid" ] && stop_engine "$cur_dir" "$cur_epid"' EXIT
+# Each invoke round's figures, for the summary over the rounds at the end.
+results="$(mktemp /tmp/we-bench-ab-results-XXXX)"
+trap 'rm -f "$results"; [ -n "$cur_epid" ] && stop_engine "$cur_dir" "$cur_epid"' EXIT
 
 one() {
   local bin=$1 dir port url epid
@@ -121,10 +125,12 @@ LUA
   b=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
   n=$(echo "$out" | awk '/requests in/ {print $1}')
   c=$(wrk -t1 -c1 -d"$DURATION" --latency -s "$dir/auth.lua" "$url/function/invoke" | awk '$1 == "50%" {print $2}')
+  local ecpu fcpu
+  ecpu=$(echo "($e1 - $e0) * 1000000 / $(getconf CLK_TCK) / $n" | bc -l)
+  fcpu=$(echo "($s1 - $s0) * 1000000 / $(getconf CLK_TCK) / $n" | bc -l)
   printf '%-30s 404 %7.0f req/s  invoke %7.0f req/s  ratio %.2f  engine CPU per 404 %4.1f us; per invoke: engine %5.1f us, function %5.1f us  p50 at 1 connection %s\n' \
-    "$bin" "$a" "$b" "$(echo "$b / $a" | bc -l)" "$e404" \
-    "$(echo "($e1 - $e0) * 1000000 / $(getconf CLK_TCK) / $n" | bc -l)" \
-    "$(echo "($s1 - $s0) * 1000000 / $(getconf CLK_TCK) / $n" | bc -l)" "$c"
+    "$bin" "$a" "$b" "$(echo "$b / $a" | bc -l)" "$e404" "$ecpu" "$fcpu" "$c"
+  echo "$bin $a $b $ecpu $fcpu" >>"$results"
   if [ ${#spinners[@]} -gt 0 ]; then kill "${spinners[@]}" 2>/dev/null || true; wait "${spinners[@]}" 2>/dev/null || true; fi
   curl -s -XPOST "$url/function/delete" -d '{"function_name":"authentication"}' >/dev/null || true
   stop_engine "$dir" "$epid"
@@ -145,3 +151,11 @@ stop_engine() {
 for _ in $(seq 1 "$ROUNDS"); do
   for bin in "$@"; do one "$bin"; done
 done
+if [ -s "$results" ]; then
+  # Per build: mean (min-max) over the rounds; with the VM's noise, few rounds say little.
+  awk '{ n[$1]++; for (i = 2; i <= 5; i++) { s[$1, i] += $i; if (!((($1, i) in lo)) || $i < lo[$1, i]) lo[$1, i] = $i; if ($i > hi[$1, i]) hi[$1, i] = $i }
+         r = $3 / $2; s[$1, 6] += r; if (!((($1, 6) in lo)) || r < lo[$1, 6]) lo[$1, 6] = r; if (r > hi[$1, 6]) hi[$1, 6] = r }
+       END { for (b in n) printf "%-30s %d rounds: invoke %.0f (%.0f-%.0f) req/s  ratio %.3f (%.2f-%.2f)  CPU per invoke: engine %.1f (%.1f-%.1f) us, function %.1f (%.1f-%.1f) us\n",
+               b, n[b], s[b, 3] / n[b], lo[b, 3], hi[b, 3], s[b, 6] / n[b], lo[b, 6], hi[b, 6],
+               s[b, 4] / n[b], lo[b, 4], hi[b, 4], s[b, 5] / n[b], lo[b, 5], hi[b, 5] }' "$results"
+fi
