@@ -99,6 +99,8 @@ pub struct FunctionDefaults {
     pub group_concurrency: u32,
     /// Log lines each function keeps (in its task).
     pub log_lines: u32,
+    /// How long a function's process polls for its next request, in microseconds.
+    pub busy_poll_us: u32,
     /// How deep calls between functions may nest.
     pub max_call_depth: u32,
 }

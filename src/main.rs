@@ -87,6 +87,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             group_size: args.group_size,
             spare_group: args.spare_group,
             log_lines: args.function_log_lines,
+            busy_poll_us: args.function_busy_poll_us,
             max_call_depth: args.max_call_depth,
             group_concurrency: args.group_concurrency.max(1),
             image_caps: SizeCaps {

@@ -29,6 +29,9 @@ pub const ENV_CONCURRENCY: &str = "WASMENGINE_CONCURRENCY";
 pub const ENV_CACHE_DIR: &str = "WASMENGINE_CACHE_DIR";
 /// Log lines a serving function (or each function of a group) keeps.
 pub const ENV_LOG_LINES: &str = "WASMENGINE_LOG_LINES";
+/// Longest a serving function's connection looks for its next request before it sleeps, in
+/// microseconds (`0`: it always sleeps). The shim bounds it.
+pub const ENV_BUSY_POLL_US: &str = "WASMENGINE_BUSY_POLL_US";
 /// [`IMAGE_LAYERS_NONE`] when the container's module is not in a Wasm layer of its image (a
 /// file of its rootfs, or a group's): the shim then does not ask containerd for the image's
 /// layers when the container is created.

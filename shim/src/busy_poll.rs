@@ -17,28 +17,49 @@ use std::time::{Duration, Instant};
 pub trait Socket: Read + AsRawFd + Send {}
 impl<T: Read + AsRawFd + Send> Socket for T {}
 
-/// The longest a reading thread looks for input before it sleeps.
+/// The longest a reading thread looks for input before it sleeps, unless configured.
 pub const MAX_WINDOW: Duration = Duration::from_micros(100);
+/// The most that can be configured instead of [`MAX_WINDOW`].
+pub const WINDOW_BOUND: Duration = Duration::from_millis(1);
 /// The window a connection starts with once a request came soon after a wait began.
 const FIRST_WINDOW: Duration = Duration::from_micros(10);
 
 /// A connection's polling window, adapted to how soon its requests come.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Window {
     now: Duration,
+    /// The longest it grows to (zero: it never polls).
+    max: Duration,
+}
+
+impl Default for Window {
+    fn default() -> Self {
+        Window::up_to(MAX_WINDOW)
+    }
 }
 
 impl Window {
+    /// A window that grows to at most `max` (bounded by [`WINDOW_BOUND`]).
+    pub fn up_to(max: Duration) -> Window {
+        Window {
+            now: Duration::ZERO,
+            max: max.min(WINDOW_BOUND),
+        }
+    }
+
     /// How long the next wait looks for input before it sleeps.
     pub fn get(&self) -> Duration {
         self.now
     }
 
-    /// After a wait that took `waited` until input came: within [`MAX_WINDOW`], the window
-    /// grows (doubles, up to that); past it, it halves (and is gone below [`FIRST_WINDOW`]).
+    /// After a wait that took `waited` until input came: within its largest window, the
+    /// window grows (doubles, up to that); past it, it halves (and is gone below
+    /// [`FIRST_WINDOW`]).
     pub fn waited(&mut self, waited: Duration) {
-        self.now = if waited <= MAX_WINDOW {
-            (self.now * 2).clamp(FIRST_WINDOW, MAX_WINDOW)
+        self.now = if self.max.is_zero() {
+            Duration::ZERO
+        } else if waited <= self.max {
+            (self.now * 2).clamp(FIRST_WINDOW.min(self.max), self.max)
         } else if self.now / 2 < FIRST_WINDOW {
             Duration::ZERO
         } else {
@@ -117,6 +138,27 @@ mod tests {
             w.waited(Duration::from_secs(1));
         }
         assert_eq!(w.get(), Duration::ZERO, "an idle connection stops polling");
+    }
+
+    #[test]
+    fn a_configured_window_bounds_the_polling_and_zero_turns_it_off() {
+        let mut off = Window::up_to(Duration::ZERO);
+        let mut wide = Window::up_to(Duration::from_micros(400));
+        let mut huge = Window::up_to(Duration::from_secs(1));
+        for _ in 0..20 {
+            for w in [&mut off, &mut wide, &mut huge] {
+                w.waited(Duration::from_micros(5));
+            }
+        }
+        assert_eq!(off.get(), Duration::ZERO, "never polls");
+        assert_eq!(wide.get(), Duration::from_micros(400));
+        assert_eq!(huge.get(), WINDOW_BOUND, "bounded whatever is asked");
+        // A wait past the configured window (but within the default one) shrinks it.
+        let mut narrow = Window::up_to(Duration::from_micros(20));
+        narrow.waited(Duration::from_micros(5));
+        assert_eq!(narrow.get(), FIRST_WINDOW);
+        narrow.waited(Duration::from_micros(50));
+        assert_eq!(narrow.get(), Duration::ZERO);
     }
 
     #[test]

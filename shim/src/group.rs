@@ -65,7 +65,12 @@ pub fn serve(
         logs: RwLock::new(HashMap::new()),
         log_lines: settings::log_lines(env),
     });
-    match server::serve(group, listener, concurrency as usize) {
+    match server::serve(
+        group,
+        listener,
+        concurrency as usize,
+        settings::busy_poll(env),
+    ) {
         Ok(()) => 0,
         Err(e) => {
             log::error!("group server failed: {e:#}");

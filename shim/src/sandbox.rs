@@ -307,6 +307,7 @@ fn serve(
         Arc::new(server::Single { function, logs }),
         listener,
         concurrency as usize,
+        settings::busy_poll(env),
     ) {
         Ok(()) => 0,
         Err(e) => {

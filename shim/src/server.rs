@@ -155,11 +155,13 @@ impl Service for Single {
     }
 }
 
-/// Serves on `listener` until the process ends.
+/// Serves on `listener` until the process ends; a connection's reader looks for its next
+/// request for up to `busy_poll` before it sleeps (`crate::busy_poll`).
 pub fn serve(
     service: Arc<dyn Service>,
     listener: Listener,
     concurrency: usize,
+    busy_poll: Duration,
 ) -> anyhow::Result<()> {
     log::info!(
         "serving {} on {} with {concurrency} concurrent calls",
@@ -193,6 +195,7 @@ pub fn serve(
             conn.link,
             service.clone(),
             slots.clone(),
+            busy_poll,
         );
         watched.lock().unwrap().push(Arc::downgrade(&conn));
         std::thread::Builder::new()

@@ -98,6 +98,7 @@ impl Streams {
         link: Option<Arc<EngineLink>>,
         service: Arc<dyn Service>,
         slots: Arc<Slots>,
+        busy_poll: Duration,
     ) -> Arc<Streams> {
         let max_running = slots.capacity();
         Arc::new(Streams {
@@ -108,7 +109,7 @@ impl Streams {
             work: Condvar::new(),
             reader: Mutex::new(Reader {
                 input: BufReader::new(reader),
-                window: busy_poll::Window::default(),
+                window: busy_poll::Window::up_to(busy_poll),
                 last_batch: 0,
             }),
             writer: Mutex::new(writer),

@@ -76,6 +76,10 @@ impl Functions {
             wasmengine_api::function::ENV_LOG_LINES.into(),
             self.defaults.log_lines.to_string(),
         );
+        env.insert(
+            wasmengine_api::function::ENV_BUSY_POLL_US.into(),
+            self.defaults.busy_poll_us.to_string(),
+        );
         if image.wasm_layer.is_none() {
             env.insert(
                 wasmengine_api::function::ENV_IMAGE_LAYERS.into(),
@@ -128,6 +132,11 @@ impl Functions {
                         "{}={}",
                         wasmengine_api::function::ENV_LOG_LINES,
                         self.defaults.log_lines
+                    ),
+                    format!(
+                        "{}={}",
+                        wasmengine_api::function::ENV_BUSY_POLL_US,
+                        self.defaults.busy_poll_us
                     ),
                     format!(
                         "{}={}",

@@ -124,6 +124,7 @@ fn an_image_cannot_set_its_own_limits() {
         "WASMENGINE_MAX_OUTPUT_BYTES=1".into(),
         "WASMENGINE_TIMEOUT_MS=600000".into(),
         "WASMENGINE_MODE=command".into(),
+        "WASMENGINE_BUSY_POLL_US=1000".into(),
         "GREETING=hello".into(),
     ];
     let fib = "localhost/fibonacci:env";
@@ -137,11 +138,37 @@ fn an_image_cannot_set_its_own_limits() {
         "{spec_json}"
     );
     assert!(!spec_json.contains("600000"), "{spec_json}");
+    // Nor its process's polling: the engine's setting (its default here) is what runs.
+    assert!(
+        spec_json.contains("\"WASMENGINE_BUSY_POLL_US=100\""),
+        "{spec_json}"
+    );
     assert!(spec_json.contains("GREETING=hello"), "{spec_json}");
     assert!(e
         .log()
         .contains("ignoring the image's WASMENGINE_TIMEOUT_MS"));
     healthy(&e);
+}
+
+#[test]
+fn busy_polling_is_the_engines_to_turn_off() {
+    let (c, e) = setup(&["--function-busy-poll-us", "0", "--group-size", "4"]);
+    // The group's process and the function's both get the setting.
+    let spec_json = c.ctr_ok(&["container", "info", "healthy"]).unwrap();
+    let group = serde_json::from_str::<serde_json::Value>(&spec_json).unwrap()["Labels"]
+        ["io.wasmengine.group"]
+        .as_str()
+        .map(str::to_string);
+    let server = group.expect("the function is in a group");
+    let server_json = c.ctr_ok(&["container", "info", &server]).unwrap();
+    assert!(
+        server_json.contains("\"WASMENGINE_BUSY_POLL_US=0\""),
+        "{server_json}"
+    );
+    for _ in 0..50 {
+        let (status, v) = e.invoke("healthy", json!([12, 18]));
+        assert_eq!((status, v["result"].as_str()), (200, Some("6")), "{v}");
+    }
 }
 
 #[test]
