@@ -73,12 +73,11 @@ pub fn log_lines(env: &[String]) -> usize {
 }
 
 /// How long a serving function's connection looks for its next request before it sleeps
-/// ([`wasmengine_api::function::ENV_BUSY_POLL_US`]; bounded by the shim).
+/// ([`wasmengine_api::function::ENV_BUSY_POLL_US`]; `crate::busy_poll::Window` bounds it).
 pub fn busy_poll(env: &[String]) -> Duration {
     wasmengine_api::function::get_env(env, wasmengine_api::function::ENV_BUSY_POLL_US)
         .and_then(|us| us.parse().ok())
         .map_or(crate::busy_poll::MAX_WINDOW, Duration::from_micros)
-        .min(crate::busy_poll::WINDOW_BOUND)
 }
 
 /// A command container runs as long as it runs and uses the memory its cgroup allows,
@@ -124,12 +123,11 @@ mod tests {
     }
 
     #[test]
-    fn busy_polling_is_configured_within_its_bound() {
+    fn busy_polling_is_read_from_the_environment() {
         let env = |v: &str| vec![format!("WASMENGINE_BUSY_POLL_US={v}")];
         assert_eq!(busy_poll(&[]), crate::busy_poll::MAX_WINDOW);
         assert_eq!(busy_poll(&env("0")), Duration::ZERO);
         assert_eq!(busy_poll(&env("250")), Duration::from_micros(250));
-        assert_eq!(busy_poll(&env("999999999")), crate::busy_poll::WINDOW_BOUND);
         assert_eq!(busy_poll(&env("lots")), crate::busy_poll::MAX_WINDOW);
     }
 

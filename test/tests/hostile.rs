@@ -153,14 +153,14 @@ fn an_image_cannot_set_its_own_limits() {
 #[test]
 fn busy_polling_is_the_engines_to_turn_off() {
     let (c, e) = setup(&["--function-busy-poll-us", "0", "--group-size", "4"]);
-    // The group's process and the function's both get the setting.
+    // The function runs in its group's process, whose container gets the setting (a
+    // function with a container of its own gets it as in `an_image_cannot_set_its_own_limits`).
     let spec_json = c.ctr_ok(&["container", "info", "healthy"]).unwrap();
-    let group = serde_json::from_str::<serde_json::Value>(&spec_json).unwrap()["Labels"]
-        ["io.wasmengine.group"]
+    let info: serde_json::Value = serde_json::from_str(&spec_json).unwrap();
+    let server = info["Labels"]["io.wasmengine.group"]
         .as_str()
-        .map(str::to_string);
-    let server = group.expect("the function is in a group");
-    let server_json = c.ctr_ok(&["container", "info", &server]).unwrap();
+        .expect("the function is in a group");
+    let server_json = c.ctr_ok(&["container", "info", server]).unwrap();
     assert!(
         server_json.contains("\"WASMENGINE_BUSY_POLL_US=0\""),
         "{server_json}"
