@@ -23,8 +23,22 @@ pub struct Head {
     pub content_length: usize,
     /// The peer closes the connection after this message (`connection: close`, HTTP/1.0).
     pub close: bool,
-    /// Every header, its name lowercased.
-    pub headers: Vec<(String, String)>,
+    /// The head as it came, header names lowercased: one allocation for every header.
+    bytes: Vec<u8>,
+    /// Where each header's name and value are in `bytes` (values trimmed).
+    fields: [Field; MAX_HEADERS],
+    count: usize,
+}
+
+/// Most headers in a head.
+const MAX_HEADERS: usize = 32;
+
+/// A header's name and value: their spans in [`Head`]'s bytes (a head is within
+/// [`MAX_HEAD`], so `u16` offsets).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Field {
+    name: (u16, u16),
+    value: (u16, u16),
 }
 
 /// Which head a [`HeadReader`] expects.
@@ -41,7 +55,10 @@ fn invalid(what: impl Into<String>) -> io::Error {
 impl Head {
     /// Parses a whole head (through its empty line).
     pub fn parse(kind: Kind, bytes: &[u8]) -> io::Result<Head> {
-        let mut slots = [httparse::EMPTY_HEADER; 32];
+        if bytes.len() > MAX_HEAD + 1 {
+            return Err(invalid("head too large"));
+        }
+        let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
         // The parsed headers stay in `slots` (the first `count`): no copy of the list.
         let (mut head, count, version) = match kind {
             Kind::Request => {
@@ -73,31 +90,47 @@ impl Head {
             }
         };
         head.close = version == Some(0);
-        head.headers.reserve_exact(count);
+        head.bytes = bytes.to_vec();
+        // httparse's slices point into `bytes`: their offsets are the same in the copy.
+        let span = |part: &[u8]| {
+            let start = part.as_ptr() as usize - bytes.as_ptr() as usize;
+            (start as u16, (start + part.len()) as u16)
+        };
         for h in &slots[..count] {
-            let name = h.name.to_ascii_lowercase();
-            let value = String::from_utf8_lossy(h.value).trim().to_string();
-            match name.as_str() {
-                "content-length" => {
-                    head.content_length = value
-                        .parse()
-                        .map_err(|_| invalid(format!("bad content-length {value:?}")))?
+            let field = Field {
+                name: span(h.name.as_bytes()),
+                value: span(h.value.trim_ascii()),
+            };
+            let (start, end) = field.name;
+            head.bytes[start as usize..end as usize].make_ascii_lowercase();
+            let value = h.value.trim_ascii();
+            match &head.bytes[start as usize..end as usize] {
+                b"content-length" => {
+                    head.content_length = std::str::from_utf8(value)
+                        .ok()
+                        .and_then(|v| v.parse().ok())
+                        .ok_or_else(|| {
+                            let v = String::from_utf8_lossy(value);
+                            invalid(format!("bad content-length {v:?}"))
+                        })?
                 }
-                "connection" => head.close = value.eq_ignore_ascii_case("close"),
-                "transfer-encoding" => return Err(invalid("transfer-encoding is not supported")),
+                b"connection" => head.close = value.eq_ignore_ascii_case(b"close"),
+                b"transfer-encoding" => return Err(invalid("transfer-encoding is not supported")),
                 _ => {}
             }
-            head.headers.push((name, value));
+            head.fields[head.count] = field;
+            head.count += 1;
         }
         Ok(head)
     }
 
-    /// A header's value (`name` in lowercase).
+    /// A header's value (`name` in lowercase); none for a value that is not UTF-8.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
+        let text = |(start, end): (u16, u16)| &self.bytes[start as usize..end as usize];
+        self.fields[..self.count]
             .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+            .find(|f| text(f.name) == name.as_bytes())
+            .and_then(|f| std::str::from_utf8(text(f.value)).ok())
     }
 }
 
@@ -412,5 +445,32 @@ mod tests {
         assert!(read_body(&mut &b""[..], head.content_length, 1 << 20).is_err());
         let chunked = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n";
         assert!(read_head(&mut io::BufReader::new(&chunked[..]), Kind::Response).is_err());
+    }
+
+    #[test]
+    fn headers_are_found_by_lowercase_name_with_their_values_trimmed() {
+        let wire = b"HTTP/1.1 200 OK\r\nX-Stream:  7 \r\nContent-Length: 2\r\nX-Bin: \xff\r\nConnection: Close\r\n\r\n";
+        let head = Head::parse(Kind::Response, wire).unwrap();
+        assert_eq!(head.header("x-stream"), Some("7"));
+        assert_eq!(
+            head.header("X-Stream"),
+            None,
+            "names are looked up in lowercase"
+        );
+        assert_eq!(head.header("x-missing"), None);
+        assert_eq!(head.header("x-bin"), None, "a value that is not UTF-8");
+        assert_eq!((head.content_length, head.close), (2, true));
+        let bad = b"HTTP/1.1 200 OK\r\ncontent-length: two\r\n\r\n";
+        assert!(Head::parse(Kind::Response, bad).is_err());
+        let mut many = b"GET / HTTP/1.1\r\n".to_vec();
+        for i in 0..=MAX_HEADERS {
+            many.extend_from_slice(format!("x-{i}: {i}\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"\r\n");
+        assert!(Head::parse(Kind::Request, &many).is_err());
+        many.truncate(many.len() - 2 - "x-32: 32\r\n".len());
+        many.extend_from_slice(b"\r\n");
+        let head = Head::parse(Kind::Request, &many).unwrap();
+        assert_eq!(head.header("x-31"), Some("31"));
     }
 }
