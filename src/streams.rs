@@ -12,11 +12,11 @@
 //! never into a buffer sized by what it announces. A connection that breaks fails every call
 //! in flight on it; a request that went out is never sent again.
 
-use std::collections::HashMap;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
+use rustc_hash::FxHashMap;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
@@ -50,7 +50,9 @@ struct Waiter {
 /// One connection and the calls in flight on it.
 pub struct Conn {
     out: mpsc::UnboundedSender<Vec<u8>>,
-    pending: Mutex<HashMap<u64, Waiter>>,
+    /// By stream id: ids are the engine's own (a function's answer only looks one up), so a
+    /// plain fast hash.
+    pending: Mutex<FxHashMap<u64, Waiter>>,
     next: AtomicU64,
     /// Cleared when the connection ends or announced its end: no new call goes on it.
     open: AtomicBool,
@@ -71,7 +73,7 @@ impl Conn {
         let (out, queued) = mpsc::unbounded_channel();
         let conn = Arc::new(Conn {
             out,
-            pending: Mutex::new(HashMap::new()),
+            pending: Mutex::new(FxHashMap::default()),
             next: AtomicU64::new(1),
             open: AtomicBool::new(true),
         });
