@@ -18,7 +18,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{json, Value};
@@ -113,14 +113,16 @@ pub struct Functions {
     cache_dir: PathBuf,
     defaults: FunctionDefaults,
     pub metrics: Arc<Metrics>,
-    handles: Mutex<HashMap<String, Arc<Handle>>>,
+    /// Read on every call, written when a function's handle is made or dropped.
+    handles: RwLock<HashMap<String, Arc<Handle>>>,
     deploying: Mutex<HashSet<String>>,
     /// One lock per image being pulled: deploys of the same image share one pull.
     pulls: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Bounds the tasks being created at once (containerd and the node start each shim).
     task_starts: tokio::sync::Semaphore,
-    /// When each function was last called (or deployed, or first seen by this engine).
-    activity: Mutex<HashMap<String, Instant>>,
+    /// When each function was last called (or deployed, or first seen by this engine); a
+    /// function's handle holds its clock too, so a call sets it without this lock.
+    activity: Mutex<HashMap<String, Arc<idle::Clock>>>,
     groups: groups::Groups,
 }
 
@@ -138,6 +140,8 @@ struct Handle {
     calls: Vec<String>,
     /// Its invocation metrics.
     invocations: crate::metrics::Invocations,
+    /// When it was last called (its clock in `activity`).
+    activity: Arc<idle::Clock>,
 }
 
 /// How long each stage of a deploy (or a task start) took, for the debug log.
@@ -204,7 +208,7 @@ impl Functions {
             socket_root: data_dir.join("fn"),
             cache_dir: data_dir.join("cache"),
             metrics,
-            handles: Mutex::new(HashMap::new()),
+            handles: RwLock::new(HashMap::new()),
             deploying: Mutex::new(HashSet::new()),
             pulls: Mutex::new(HashMap::new()),
             task_starts: tokio::sync::Semaphore::new(defaults.parallel_starts.max(1)),

@@ -106,7 +106,7 @@ impl Functions {
         if self.grouped(req) {
             self.deploy_grouped(req, &image_name, &image, &mut stages)
                 .await?;
-            self.handles.lock().unwrap().remove(name);
+            self.handles.write().unwrap().remove(name);
             tracing::debug!("deploy {name}: {stages}");
             return Ok(());
         }
@@ -148,7 +148,7 @@ impl Functions {
             self.remove(name, &snapshot_key).await;
             return Err(e);
         }
-        self.handles.lock().unwrap().remove(name);
+        self.handles.write().unwrap().remove(name);
         tracing::debug!("deploy {name}: {stages}");
         Ok(())
     }
@@ -293,7 +293,7 @@ impl Functions {
         }
         let _ = std::fs::remove_dir_all(self.socket_dir(name));
         let _ = std::fs::remove_dir_all(self.function_cache_dir(name));
-        self.handles.lock().unwrap().remove(name);
+        self.handles.write().unwrap().remove(name);
         self.activity.lock().unwrap().remove(name);
     }
 }

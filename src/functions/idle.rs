@@ -5,7 +5,8 @@
 //! `idle`.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use super::*;
@@ -15,18 +16,48 @@ const IDLE_MARKER: &str = "idle";
 /// How often idle functions are looked for.
 const SWEEP_EVERY: Duration = Duration::from_millis(500);
 
+/// A function's last activity: set by every call (an atomic store, no lock), read by the
+/// idle sweep.
+#[derive(Debug)]
+pub(super) struct Clock(AtomicU64);
+
+/// What clocks count from: microseconds since the engine's first look at a clock.
+static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
+
+impl Clock {
+    fn new(at: Instant) -> Clock {
+        let clock = Clock(AtomicU64::new(0));
+        clock.set(at);
+        clock
+    }
+
+    pub(super) fn set(&self, at: Instant) {
+        let since = at.saturating_duration_since(*EPOCH).as_micros() as u64;
+        self.0.fetch_max(since, Ordering::Relaxed);
+    }
+
+    fn get(&self) -> Instant {
+        *EPOCH + Duration::from_micros(self.0.load(Ordering::Relaxed))
+    }
+}
+
 impl Functions {
-    /// Notes a call (or a deploy) of `name` now.
-    pub(super) fn touch(&self, name: &str) {
-        let now = Instant::now();
+    /// `name`'s clock, started now if the engine had none for it.
+    pub(super) fn clock(&self, name: &str) -> Arc<Clock> {
         let mut activity = self.activity.lock().unwrap();
-        // Every successful call lands here: no new key (an allocation) once the name is known.
-        match activity.get_mut(name) {
-            Some(last) => *last = now,
+        match activity.get(name) {
+            Some(clock) => clock.clone(),
             None => {
-                activity.insert(name.to_string(), now);
+                let clock = Arc::new(Clock::new(Instant::now()));
+                activity.insert(name.to_string(), clock.clone());
+                clock
             }
         }
+    }
+
+    /// Notes a call (or a deploy) of `name` now.
+    pub(super) fn touch(&self, name: &str) {
+        self.clock(name).set(Instant::now());
     }
 
     fn marker(&self, name: &str) -> PathBuf {
@@ -71,12 +102,7 @@ impl Functions {
                 continue;
             };
             // A function this engine has not seen called counts from when it first saw it.
-            let last = *self
-                .activity
-                .lock()
-                .unwrap()
-                .entry(c.id.clone())
-                .or_insert(now);
+            let last = self.clock(&c.id).get();
             if now.duration_since(last) < period || self.is_idle(&c.id) {
                 continue;
             }
@@ -96,7 +122,7 @@ impl Functions {
         let Some(_slots) = handle.invoker.hold_all() else {
             return Ok(());
         };
-        let last = self.activity.lock().unwrap().get(name).copied();
+        let last = self.activity.lock().unwrap().get(name).map(|c| c.get());
         if last.is_some_and(|l| l.elapsed() < period) {
             return Ok(());
         }
@@ -123,5 +149,22 @@ impl Functions {
         self.metrics.scaled_to_zero(name);
         tracing::info!("function {name}: no call for {period:?}, task stopped until the next one");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_clock_keeps_the_latest_activity() {
+        let start = Instant::now();
+        let clock = Clock::new(start);
+        let later = start + Duration::from_millis(1500);
+        clock.set(later);
+        // A call that started earlier but finished after does not move the clock back.
+        clock.set(start + Duration::from_millis(20));
+        let got = clock.get();
+        assert!(got >= later - Duration::from_micros(1) && got <= later, "{got:?} {later:?}");
     }
 }

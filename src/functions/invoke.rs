@@ -12,7 +12,7 @@ const NESTED_SLACK: Duration = Duration::from_millis(250);
 
 impl Functions {
     pub(super) async fn handle(&self, name: &str) -> ApiResult<Arc<Handle>> {
-        if let Some(h) = self.handles.lock().unwrap().get(name) {
+        if let Some(h) = self.handles.read().unwrap().get(name) {
             return Ok(h.clone());
         }
         validate_name(name)?;
@@ -59,8 +59,9 @@ impl Functions {
             restart: tokio::sync::Mutex::new(()),
             calls,
             invocations: self.metrics.invocations_of(name),
+            activity: self.clock(name),
         });
-        let mut handles = self.handles.lock().unwrap();
+        let mut handles = self.handles.write().unwrap();
         Ok(handles.entry(name.to_string()).or_insert(handle).clone())
     }
 
@@ -91,7 +92,7 @@ impl Functions {
             .map_err(|e| (e, "not_found".to_string()))?;
         let r = self.invoke_inner(name, &handle, args, call).await;
         if r.is_ok() {
-            self.touch(name);
+            handle.activity.set(Instant::now());
         }
         let kind = match &r {
             Ok(_) => None,

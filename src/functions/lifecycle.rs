@@ -192,7 +192,7 @@ impl Functions {
         }
         // A restart or an idle stop of this function in progress ends first: both stop its
         // task too, and a container cannot be deleted while its task is being torn down.
-        let handle = self.handles.lock().unwrap().get(name).cloned();
+        let handle = self.handles.read().unwrap().get(name).cloned();
         let _lifecycle = match &handle {
             Some(h) => Some(h.restart.lock().await),
             None => None,
@@ -208,7 +208,7 @@ impl Functions {
         }
         let _ = std::fs::remove_dir_all(self.socket_dir(name));
         let _ = std::fs::remove_dir_all(self.function_cache_dir(name));
-        self.handles.lock().unwrap().remove(name);
+        self.handles.write().unwrap().remove(name);
         if let Some(group) = group {
             self.leave_group(name, group).await;
         }
