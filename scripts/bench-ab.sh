@@ -137,15 +137,8 @@ LUA
 }
 
 stop_engine() {
-  local dir=$1 epid=$2 state
   cur_epid=
-  # What a function held is removed with it; whatever is left is stopped through containerd.
-  remove_containers "$dir/containerd/containerd.sock" benchab
-  kill -TERM "$epid" 2>/dev/null || true
-  wait "$epid" 2>/dev/null || true
-  state=$(sed -n 's/^state = "\(.*\)"$/\1/p' "$dir/containerd/config.toml" 2>/dev/null || true)
-  rm -rf /run/containerd/wasmengine/benchab-* "$dir"
-  if [ -n "$state" ]; then rm -rf "$state"; fi
+  stop_private_engine "$1" "$2" benchab
 }
 
 for _ in $(seq 1 "$ROUNDS"); do

@@ -21,15 +21,8 @@ command -v valgrind >/dev/null || { echo "needs valgrind: apt-get install valgri
 cur_dir=
 cur_vpid=
 stop() {
-  local dir=$1 vpid=$2 state
   cur_vpid=
-  remove_containers "$dir/containerd/containerd.sock" benchinstr
-  kill -TERM "$vpid" 2>/dev/null || true
-  wait "$vpid" 2>/dev/null || true
-  state=$(sed -n 's/^state = "\(.*\)"$/\1/p' "$dir/containerd/config.toml" 2>/dev/null || true)
-  rm -rf /run/containerd/wasmengine/benchinstr-*
-  if [ -n "$state" ]; then rm -rf "$state"; fi
-  if [ -z "${KEEP:-}" ]; then rm -rf "$dir"; fi
+  stop_private_engine "$1" "$2" benchinstr "${KEEP:+keep}"
 }
 trap '[ -n "$cur_vpid" ] && stop "$cur_dir" "$cur_vpid"' EXIT
 

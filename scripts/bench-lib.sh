@@ -17,3 +17,18 @@ remove_containers() {
     "${ctr_[@]}" containers rm "$c" >/dev/null 2>&1 || true
   done
 }
+
+# Stops an engine started with a private containerd (`--embedded-containerd --data-dir $1`,
+# pid $2, namespace $3): its containers first, then the engine (which stops its containerd),
+# then the shims' and containerd's state; the data dir too unless $4 is "keep".
+stop_private_engine() {
+  local dir=$1 pid=$2 ns=$3 state
+  # What a function held is removed with it; whatever is left is stopped through containerd.
+  remove_containers "$dir/containerd/containerd.sock" "$ns"
+  kill -TERM "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  state=$(sed -n 's/^state = "\(.*\)"$/\1/p' "$dir/containerd/config.toml" 2>/dev/null || true)
+  rm -rf "/run/containerd/wasmengine/$ns-"*
+  if [ -n "$state" ]; then rm -rf "$state"; fi
+  if [ "${4:-}" != keep ]; then rm -rf "$dir"; fi
+}

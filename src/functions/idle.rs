@@ -165,6 +165,9 @@ mod tests {
         // A call that started earlier but finished after does not move the clock back.
         clock.set(start + Duration::from_millis(20));
         let got = clock.get();
-        assert!(got >= later - Duration::from_micros(1) && got <= later, "{got:?} {later:?}");
+        assert!(
+            got >= later - Duration::from_micros(1) && got <= later,
+            "{got:?} {later:?}"
+        );
     }
 }
