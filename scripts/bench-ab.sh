@@ -11,7 +11,9 @@
 # With MODE=large: `echo-string` called with about 200 KiB of JSON args at 8 connections.
 # The default mode ends with each build's mean and range over the rounds: on a noisy VM, run
 # enough rounds (ROUNDS=6 or more) before calling a few percent a difference.
-# Usage: scripts/bench-ab.sh DIR_A DIR_B [DIR_C ...]   Env: DURATION (default 8s), ROUNDS, MODE.
+# PERF=DIR records the whole machine (`perf record -a`, PERF_ARGS added) during each 64-connection
+# invoke run into DIR/perf-*.data (the CPU figures of that run then include perf's own cost).
+# Usage: scripts/bench-ab.sh DIR_A DIR_B [DIR_C ...]   Env: DURATION (default 8s), ROUNDS, MODE, PERF.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/bench-lib.sh
@@ -120,7 +122,13 @@ LUA
   e404=$(echo "($e1 - $e0) * 1000000 / $(getconf CLK_TCK) / $n404" | bc -l)
   shims=$(pgrep -f "containerd-shim-wasmengine-v1 -namespace benchab " || true)
   e0=$(cpu_ticks "$epid"); s0=$(cpu_ticks $shims)
+  local perf_pid=
+  if [ -n "${PERF:-}" ]; then
+    perf record -a -F 1999 ${PERF_ARGS:-} -o "$PERF/perf-$(basename "$bin")-$$-$RANDOM.data" >/dev/null 2>&1 &
+    perf_pid=$!
+  fi
   out=$(wrk -t2 -c64 -d"$DURATION" -s "$dir/auth.lua" "$url/function/invoke")
+  if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
   e1=$(cpu_ticks "$epid"); s1=$(cpu_ticks $shims)
   b=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
   n=$(echo "$out" | awk '/requests in/ {print $1}')

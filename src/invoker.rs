@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
@@ -48,6 +48,9 @@ pub struct CallContext<'a> {
     pub time_left: Option<Duration>,
     /// Where the function's calls to other functions go (none: refused).
     pub nested: Option<&'a dyn Nested>,
+    /// When the engine stops waiting for the answer ([`CallFailure::TimedOut`]), up to
+    /// [`streams::SWEEP`] later: the bound on a function that stopped answering.
+    pub deadline: Option<Instant>,
 }
 
 /// The connection to one socket, shared by every function served behind it (one function's,
@@ -119,6 +122,8 @@ pub enum CallFailure {
     NoSlot(Duration),
     /// The connection broke or the answer was malformed.
     Broken(io::Error),
+    /// No answer by the call's deadline ([`CallContext::deadline`]).
+    TimedOut,
 }
 
 impl std::fmt::Display for CallFailure {
@@ -128,6 +133,7 @@ impl std::fmt::Display for CallFailure {
             CallFailure::NotLoaded => write!(f, "function not loaded in its group"),
             CallFailure::Broken(e) => write!(f, "function connection failed: {e}"),
             CallFailure::NoSlot(t) => write!(f, "no free slot within the call's timeout ({t:?})"),
+            CallFailure::TimedOut => write!(f, "no answer by the call's deadline"),
             CallFailure::Busy { running, waiting } => write!(
                 f,
                 "function is busy: {running} calls running and {waiting} waiting"
@@ -242,7 +248,7 @@ impl Invoker {
             header += &format!("{HEADER_TIME_LEFT}: {}\r\n", left.as_millis());
         }
         let (status, body) = self
-            .request("POST", &self.path, &header, args, cx.nested)
+            .request("POST", &self.path, &header, args, cx.nested, cx.deadline)
             .await?;
         if status == 404 && is_not_loaded(&body) {
             return Err(CallFailure::NotLoaded);
@@ -257,7 +263,7 @@ impl Invoker {
         path: &str,
         body: &[u8],
     ) -> Result<(u16, Vec<u8>), CallFailure> {
-        self.request(method, path, "", body, None).await
+        self.request(method, path, "", body, None, None).await
     }
 
     /// Whether the function answers `GET /ready` (on a fresh connection).
@@ -288,16 +294,18 @@ impl Invoker {
         headers: &str,
         body: &[u8],
         nested: Option<&dyn Nested>,
+        deadline: Option<Instant>,
     ) -> Result<(u16, Vec<u8>), CallFailure> {
         let conn = self.pool.connection().await?;
         // From here on the request may have reached the function: a failure is final.
         let mut stream = conn
-            .open(method, path, headers, body, self.max_body)
+            .open(method, path, headers, body, self.max_body, deadline)
             .map_err(CallFailure::Broken)?;
         loop {
             match stream.next().await {
                 Message::Answer { status, body } => return Ok((status, body)),
                 Message::Failed(e) => return Err(CallFailure::Broken(e)),
+                Message::Expired => return Err(CallFailure::TimedOut),
                 Message::Call { callee, args } => {
                     let (status, answer) = match nested {
                         Some(n) => n.call(callee, args).await,
@@ -311,7 +319,7 @@ impl Invoker {
                     };
                     let head = format!("{}{HEADER_STATUS}: {status}\r\n", stream.header());
                     stream
-                        .send(http1::request("PUT", PATH_ANSWER, &head, &answer, false))
+                        .send(&http1::request("PUT", PATH_ANSWER, &head, &answer, false))
                         .map_err(CallFailure::Broken)?;
                 }
             }
@@ -345,6 +353,8 @@ mod tests {
         Drop,
         /// Never answers (a call that runs long).
         Hang,
+        /// Answers after a while (reading nothing meanwhile).
+        Late(Duration, Vec<u8>),
     }
 
     /// A function server that reads each request head and answers as `answer` says. Counts
@@ -388,6 +398,10 @@ mod tests {
                             Answer::Drop => return,
                             // Others on the connection go on meanwhile (streams).
                             Answer::Hang => {}
+                            Answer::Late(after, b) => {
+                                tokio::time::sleep(after).await;
+                                conn.get_mut().write_all(&tagged(b)).await.unwrap();
+                            }
                         }
                     }
                 });
@@ -500,6 +514,31 @@ mod tests {
             c.abort();
         }
         queued.abort();
+    }
+
+    #[tokio::test]
+    async fn a_call_past_its_deadline_ends_and_its_late_answer_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let (socket, count) = fake(dir.path(), |n| match n {
+            0 => Answer::Late(Duration::from_millis(400), ok("late")),
+            _ => Answer::Keep(ok("next")),
+        });
+        let inv = Invoker::new(&socket, 1024, 1);
+        let start = std::time::Instant::now();
+        let cx = CallContext {
+            deadline: Some(start + Duration::from_millis(100)),
+            ..CallContext::default()
+        };
+        assert!(matches!(
+            inv.invoke_in(b"[]", LONG, cx).await,
+            Err(CallFailure::TimedOut)
+        ));
+        let took = start.elapsed();
+        assert!(took >= Duration::from_millis(100), "{took:?}");
+        assert!(took < Duration::from_millis(350), "{took:?}");
+        // Its slot is free again, and the next call on the connection gets its own answer.
+        assert_eq!(inv.invoke(b"[]", LONG).await.unwrap().1, b"next");
+        assert_eq!(count.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]

@@ -2,25 +2,36 @@
 //! a function's socket carries every call in flight to it, each request tagged with a stream
 //! id that its answer (and each `102 Call` it makes) carries back.
 //!
-//! A writer task sends what callers queued since its last write in one write, and a reader
-//! task hands each answer to the call waiting for it. Under load, one write and one read
-//! then carry many calls, and the function server wakes once per batch instead of once per
-//! call: on a small node the wake-ups, not the bytes, are what a call's hop costs.
+//! Callers write their requests into the connection's outbox, and a writer task sends what
+//! gathered there since its last write in one write; a reader task hands each answer to the
+//! call waiting for it. Under load, one write and one read then carry many calls, and the
+//! function server wakes once per batch instead of once per call: on a small node the
+//! wake-ups, not the bytes, are what a call's hop costs. A call's place in the connection is
+//! an entry of its pending map (its messages and its waker), so a call allocates no channel.
+//!
+//! A call may carry a deadline: a sweep task, awake only while calls are in flight, fails
+//! the calls past theirs ([`Message::Expired`]) every [`SWEEP`]. It is the engine's bound on
+//! a function that stopped answering (the function enforces its own timeout); one timer for
+//! the connection instead of one per call.
 //!
 //! The function is untrusted: its answers' heads and bodies are read within bounds (a body
 //! within its call's bound, or dropped unread into the void when no call waits for it),
 //! never into a buffer sized by what it announces. A connection that breaks fails every call
 //! in flight on it; a request that went out is never sent again.
 
+use std::collections::VecDeque;
+use std::future::poll_fn;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use wasmengine_api::http1::{self, Head, HeadReader, Kind};
 use wasmengine_api::invoke::{HEADER_CALLEE, HEADER_STREAM, STATUS_CALL};
 
@@ -29,8 +40,11 @@ pub const MAX_CALL_ARGS: usize = 16 << 20;
 /// Largest answer dropped unread (for a call no longer waiting); a larger one ends the
 /// connection.
 const MAX_DROPPED: usize = 1 << 30;
-/// Bytes gathered into one write at most (more waits for the next).
-const MAX_BATCH: usize = 1 << 20;
+/// A writer's buffer larger than this is not kept for the next batch.
+const KEEP_BATCH: usize = 1 << 20;
+/// How often calls in flight are checked against their deadlines: how late, at most, a call
+/// past its deadline is failed.
+pub const SWEEP: Duration = Duration::from_millis(50);
 
 /// What a call in flight hears from the function.
 pub enum Message {
@@ -40,19 +54,60 @@ pub enum Message {
     Answer { status: u16, body: Vec<u8> },
     /// The answer could not be read, or the connection ended.
     Failed(io::Error),
+    /// The call's deadline passed with no answer.
+    Expired,
 }
 
+/// A call in flight: what it has not taken yet, and who to wake when more comes.
 struct Waiter {
-    tx: mpsc::UnboundedSender<Message>,
+    /// The next message (nearly always the only one), then any after it.
+    first: Option<Message>,
+    rest: VecDeque<Message>,
+    waker: Option<Waker>,
     max_body: usize,
+    deadline: Option<Instant>,
+    /// Its last message is given (it failed, or its deadline passed): nothing more for it.
+    done: bool,
+}
+
+impl Waiter {
+    /// Queues `message`, the last one if `last`; the waker to wake.
+    fn push(&mut self, message: Message, last: bool) -> Option<Waker> {
+        if self.done {
+            return None;
+        }
+        self.done = last;
+        if self.first.is_none() && self.rest.is_empty() {
+            self.first = Some(message);
+        } else {
+            self.rest.push_back(message);
+        }
+        self.waker.take()
+    }
+
+    fn pop(&mut self) -> Option<Message> {
+        self.first.take().or_else(|| self.rest.pop_front())
+    }
+}
+
+/// Requests gathered for the writer's next write.
+#[derive(Default)]
+struct Outbox {
+    bytes: Vec<u8>,
+    /// Set when the writer stopped (a failed write, or the connection dropped).
+    closed: bool,
 }
 
 /// One connection and the calls in flight on it.
 pub struct Conn {
-    out: mpsc::UnboundedSender<Vec<u8>>,
+    outbox: Mutex<Outbox>,
+    /// Wakes the writer when the outbox gets its first bytes (or closes).
+    to_write: Arc<Notify>,
     /// By stream id: ids are the engine's own (a function's answer only looks one up), so a
     /// plain fast hash.
     pending: Mutex<FxHashMap<u64, Waiter>>,
+    /// Wakes the sweep when a call with a deadline goes in flight (or the connection ends).
+    to_sweep: Arc<Notify>,
     next: AtomicU64,
     /// Cleared when the connection ends or announced its end: no new call goes on it.
     open: AtomicBool,
@@ -63,22 +118,24 @@ pub struct Conn {
 pub struct Stream {
     conn: Arc<Conn>,
     id: u64,
-    rx: mpsc::UnboundedReceiver<Message>,
 }
 
 impl Conn {
     /// Starts the reader and writer tasks of `stream`.
     pub fn start(stream: UnixStream) -> Arc<Conn> {
         let (read, write) = stream.into_split();
-        let (out, queued) = mpsc::unbounded_channel();
         let conn = Arc::new(Conn {
-            out,
+            outbox: Mutex::default(),
+            to_write: Arc::new(Notify::new()),
             pending: Mutex::new(FxHashMap::default()),
+            to_sweep: Arc::new(Notify::new()),
             next: AtomicU64::new(1),
             open: AtomicBool::new(true),
         });
-        tokio::spawn(write_loop(write, queued, Arc::downgrade(&conn)));
-        tokio::spawn(read_loop(read, Arc::downgrade(&conn)));
+        let weak = Arc::downgrade(&conn);
+        tokio::spawn(write_loop(write, weak.clone(), conn.to_write.clone()));
+        tokio::spawn(read_loop(read, weak.clone()));
+        tokio::spawn(sweep_loop(weak, conn.to_sweep.clone()));
         conn
     }
 
@@ -87,7 +144,7 @@ impl Conn {
     }
 
     /// Sends a request on a new stream: `headers` as in [`http1::request`]; its answer's body
-    /// may be at most `max_body` bytes.
+    /// may be at most `max_body` bytes. Past `deadline` the call gets [`Message::Expired`].
     pub fn open(
         self: &Arc<Self>,
         method: &str,
@@ -95,53 +152,131 @@ impl Conn {
         headers: &str,
         body: &[u8],
         max_body: usize,
+        deadline: Option<Instant>,
     ) -> io::Result<Stream> {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::unbounded_channel();
-        self.pending
-            .lock()
-            .unwrap()
-            .insert(id, Waiter { tx, max_body });
+        let waiter = Waiter {
+            first: None,
+            rest: VecDeque::new(),
+            waker: None,
+            max_body,
+            deadline,
+            done: false,
+        };
+        self.pending.lock().unwrap().insert(id, waiter);
+        // The sweep sleeps while nothing is in flight (a stored permit if it is not waiting).
+        if deadline.is_some() {
+            self.to_sweep.notify_one();
+        }
         let stream = Stream {
             conn: self.clone(),
             id,
-            rx,
         };
         let mut request = http1::Message::request(method, path, headers.len() + body.len());
         request.header_number(HEADER_STREAM, id).lines(headers);
-        stream.send(request.finish(body, false))?;
+        stream.send(&request.finish(body, false))?;
         Ok(stream)
+    }
+
+    /// Hands `message` to the call on stream `id`, if it still waits, as its last if `last`.
+    fn deliver(&self, id: u64, message: Message, last: bool) {
+        let waker = self
+            .pending
+            .lock()
+            .unwrap()
+            .get_mut(&id)
+            .and_then(|w| w.push(message, last));
+        if let Some(w) = waker {
+            w.wake();
+        }
     }
 
     /// Ends the connection for every call on it with `error`.
     fn fail(&self, error: &io::Error) {
         self.open.store(false, Ordering::Release);
-        for (_, w) in self.pending.lock().unwrap().drain() {
-            let _ = w.tx.send(Message::Failed(io::Error::new(
-                error.kind(),
-                error.to_string(),
-            )));
-        }
+        let wakers: Vec<Waker> = self
+            .pending
+            .lock()
+            .unwrap()
+            .values_mut()
+            .filter_map(|w| {
+                let e = io::Error::new(error.kind(), error.to_string());
+                w.push(Message::Failed(e), true)
+            })
+            .collect();
+        wakers.into_iter().for_each(Waker::wake);
+    }
+
+    /// Fails the calls whose deadline is not after `now`.
+    fn expire(&self, now: Instant) {
+        let wakers: Vec<Waker> = self
+            .pending
+            .lock()
+            .unwrap()
+            .values_mut()
+            .filter(|w| w.deadline.is_some_and(|d| d <= now))
+            .filter_map(|w| w.push(Message::Expired, true))
+            .collect();
+        wakers.into_iter().for_each(Waker::wake);
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        // The writer ends, and with it the write half: the function sees the end.
+        self.outbox.lock().unwrap().closed = true;
+        self.to_write.notify_one();
+        self.to_sweep.notify_one();
     }
 }
 
 impl Stream {
-    /// The next message for this call; a closed connection is [`Message::Failed`].
+    /// The next message for this call.
     pub async fn next(&mut self) -> Message {
-        self.rx.recv().await.unwrap_or_else(|| {
-            Message::Failed(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "function closed the connection",
-            ))
+        poll_fn(|cx| {
+            let mut pending = self.conn.pending.lock().unwrap();
+            // The entry lives as long as the stream (its drop removes it).
+            let Some(w) = pending.get_mut(&self.id) else {
+                return Poll::Ready(Message::Failed(io::Error::other(
+                    "call not on its connection",
+                )));
+            };
+            if let Some(m) = w.pop() {
+                return Poll::Ready(m);
+            }
+            if w.done {
+                // Its last message was taken already: asked again, the answer is the same.
+                return Poll::Ready(Message::Failed(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "function closed the connection",
+                )));
+            }
+            match &mut w.waker {
+                Some(old) if old.will_wake(cx.waker()) => {}
+                slot => *slot = Some(cx.waker().clone()),
+            }
+            Poll::Pending
         })
+        .await
     }
 
     /// Writes `request` (head and body whole) on the call's connection.
-    pub fn send(&self, request: Vec<u8>) -> io::Result<()> {
-        self.conn
-            .out
-            .send(request)
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "function connection is closed"))
+    pub fn send(&self, request: &[u8]) -> io::Result<()> {
+        let first = {
+            let mut outbox = self.conn.outbox.lock().unwrap();
+            if outbox.closed {
+                return Err(io::Error::new(
+                    io::ErrorKind::BrokenPipe,
+                    "function connection is closed",
+                ));
+            }
+            outbox.bytes.extend_from_slice(request);
+            outbox.bytes.len() == request.len()
+        };
+        if first {
+            self.conn.to_write.notify_one();
+        }
+        Ok(())
     }
 
     /// Headers naming this call's stream, for a request that belongs to it.
@@ -156,36 +291,55 @@ impl Drop for Stream {
     }
 }
 
-async fn write_loop(
-    mut write: OwnedWriteHalf,
-    mut queued: mpsc::UnboundedReceiver<Vec<u8>>,
-    conn: Weak<Conn>,
-) {
+async fn write_loop(mut write: OwnedWriteHalf, conn: Weak<Conn>, wake: Arc<Notify>) {
     let mut batch = Vec::new();
-    while let Some(first) = queued.recv().await {
+    loop {
+        wake.notified().await;
         // Let the callers that are ready to run queue their requests too: one write for all.
         tokio::task::yield_now().await;
-        let mut one = Some(first);
-        while batch.len() < MAX_BATCH {
-            let Ok(more) = queued.try_recv() else { break };
-            if let Some(first) = one.take() {
-                batch.extend_from_slice(&first);
+        {
+            // Not held across the write: the connection's drop must be able to end this task.
+            let Some(c) = conn.upgrade() else { return };
+            let mut outbox = c.outbox.lock().unwrap();
+            if outbox.closed {
+                return;
             }
-            batch.extend_from_slice(&more);
+            std::mem::swap(&mut outbox.bytes, &mut batch);
         }
-        let result = match &one {
-            Some(only) => write.write_all(only).await,
-            None => write.write_all(&batch).await,
-        };
+        if batch.is_empty() {
+            continue;
+        }
+        let result = write.write_all(&batch).await;
         batch.clear();
+        if batch.capacity() > KEEP_BATCH {
+            batch = Vec::new();
+        }
         if let Err(e) = result {
-            if let Some(conn) = conn.upgrade() {
-                conn.fail(&e);
+            if let Some(c) = conn.upgrade() {
+                c.outbox.lock().unwrap().closed = true;
+                c.fail(&e);
             }
             return;
         }
     }
-    // Every sender is gone (the connection was dropped): the write half's drop ends it.
+}
+
+/// Fails the calls past their deadline, every [`SWEEP`] while any is in flight; asleep
+/// while none is.
+async fn sweep_loop(conn: Weak<Conn>, wake: Arc<Notify>) {
+    loop {
+        let idle = match conn.upgrade() {
+            Some(c) => c.pending.lock().unwrap().is_empty(),
+            None => return,
+        };
+        if idle {
+            wake.notified().await;
+            continue;
+        }
+        tokio::time::sleep(SWEEP).await;
+        let Some(c) = conn.upgrade() else { return };
+        c.expire(Instant::now());
+    }
 }
 
 async fn read_loop(read: OwnedReadHalf, conn: Weak<Conn>) {
@@ -217,31 +371,32 @@ async fn read_message(read: &mut BufReader<OwnedReadHalf>, conn: &Weak<Conn>) ->
                 "function answered without a stream id",
             )
         })?;
-    let waiter = conn
+    let max_body = conn
         .pending
         .lock()
         .unwrap()
         .get(&id)
-        .map(|w| (w.tx.clone(), w.max_body));
+        .filter(|w| !w.done)
+        .map(|w| w.max_body);
     if head.close {
         conn.open.store(false, Ordering::Release);
     }
     let max = if head.status == STATUS_CALL {
         MAX_CALL_ARGS
     } else {
-        waiter.as_ref().map_or(MAX_DROPPED, |w| w.1)
+        max_body.unwrap_or(MAX_DROPPED)
     };
-    let Some((tx, _)) = waiter.filter(|_| head.content_length <= max) else {
+    if max_body.is_none() || head.content_length > max {
         // Nobody waits for it, or it is over its bound: tell the call, drop the body.
         http1::check_length(head.content_length, MAX_DROPPED)?;
-        if let Some(w) = conn.pending.lock().unwrap().remove(&id) {
+        if max_body.is_some() {
             let e = http1::check_length(head.content_length, max).unwrap_err();
-            let _ = w.tx.send(Message::Failed(e));
+            conn.deliver(id, Message::Failed(e), true);
         }
         let mut rest = (&mut *read).take(head.content_length as u64);
         tokio::io::copy(&mut rest, &mut tokio::io::sink()).await?;
         return Ok(true);
-    };
+    }
     let body = read_body(read, head.content_length, max).await?;
     let message = if head.status == STATUS_CALL {
         Message::Call {
@@ -254,7 +409,7 @@ async fn read_message(read: &mut BufReader<OwnedReadHalf>, conn: &Weak<Conn>) ->
             body,
         }
     };
-    let _ = tx.send(message);
+    conn.deliver(id, message, false);
     Ok(true)
 }
 

@@ -91,8 +91,9 @@ impl Functions {
             .await
             .map_err(|e| (e, "not_found".to_string()))?;
         let r = self.invoke_inner(name, &handle, args, call).await;
+        let end = Instant::now();
         if r.is_ok() {
-            handle.activity.set(Instant::now());
+            handle.activity.set(end);
         }
         let kind = match &r {
             Ok(_) => None,
@@ -100,7 +101,7 @@ impl Functions {
         };
         handle
             .invocations
-            .record(&self.metrics, start.elapsed(), kind);
+            .record(&self.metrics, end.saturating_duration_since(start), kind);
         r
     }
 
@@ -121,18 +122,19 @@ impl Functions {
         };
         let mut restarted = false;
         loop {
+            let now = Instant::now();
             // A deploy may name a timeout too far away for an instant (no deadline then).
-            let deadline = Instant::now().checked_add(patience);
+            let deadline = now.checked_add(patience);
             let calls = Calls::new(self, name, &handle.calls, call, deadline);
             let cx = CallContext {
                 call_id: call.id,
                 time_left: call.time_left.map(|_| patience),
                 nested: Some(&calls),
+                deadline: now.checked_add(bound),
             };
-            let answer =
-                tokio::time::timeout(bound, handle.invoker.invoke_in(args, patience, cx)).await;
+            let answer = handle.invoker.invoke_in(args, patience, cx).await;
             let failure = match answer {
-                Err(_) => {
+                Err(CallFailure::TimedOut) => {
                     return Err((
                         ApiError::new(
                             504,
@@ -141,7 +143,7 @@ impl Functions {
                         "timeout".into(),
                     ))
                 }
-                Ok(Ok((200, out))) => {
+                Ok((200, out)) => {
                     return String::from_utf8(out).map_err(|_| {
                         (
                             ApiError::internal(format!(
@@ -151,8 +153,8 @@ impl Functions {
                         )
                     })
                 }
-                Ok(Ok((status, out))) => return Err(function_error(name, status, &out)),
-                Ok(Err(CallFailure::NoSlot(t))) => {
+                Ok((status, out)) => return Err(function_error(name, status, &out)),
+                Err(CallFailure::NoSlot(t)) => {
                     return Err((
                         ApiError::new(
                             504,
@@ -164,13 +166,13 @@ impl Functions {
                         "timeout".into(),
                     ))
                 }
-                Ok(Err(busy @ CallFailure::Busy { .. })) => {
+                Err(busy @ CallFailure::Busy { .. }) => {
                     return Err((
                         ApiError::new(429, format!("function {name}: {busy}; retry later")),
                         "busy".into(),
                     ))
                 }
-                Ok(Err(f)) => f,
+                Err(f) => f,
             };
             // A request that reached the function is never sent again: it may have run.
             let delivered = matches!(failure, CallFailure::Broken(_));
