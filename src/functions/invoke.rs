@@ -15,6 +15,13 @@ impl Functions {
         if let Some(h) = self.handles.read().unwrap().get(name) {
             return Ok(h.clone());
         }
+        // Boxed: the look-up in containerd is a large future, and every call's future would
+        // be as large (copied whole each time it moves) if it were inline.
+        Box::pin(self.new_handle(name)).await
+    }
+
+    /// The handle of a function not called since the engine started: from its container.
+    async fn new_handle(&self, name: &str) -> ApiResult<Arc<Handle>> {
         validate_name(name)?;
         let container = match self.ctd.container(name).await? {
             Some(c) if c.labels.contains_key(LABEL_FUNCTION) => c,
@@ -184,7 +191,8 @@ impl Functions {
                     "unavailable".into(),
                 ));
             }
-            self.revive(name, handle, &failure)
+            // Boxed, as the look-up above: a rare path that would make every call's future large.
+            Box::pin(self.revive(name, handle, &failure))
                 .await
                 .map_err(|e| (e, "unavailable".to_string()))?;
             if delivered {
