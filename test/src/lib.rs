@@ -327,6 +327,8 @@ impl Containerd {
 
 impl Drop for Containerd {
     fn drop(&mut self) {
+        // Their bundles go with their tasks: read where the shims listen first.
+        let sockets = self.shim_sockets();
         // Remove what tests left, so no shim outlives the test.
         if let Ok(tasks) = self.ctr_ok(&["task", "ls", "-q"]) {
             for id in tasks.lines().filter(|l| !l.is_empty()) {
@@ -339,8 +341,19 @@ impl Drop for Containerd {
                 let _ = self.ctr(&["container", "delete", id]);
             }
         }
+        // A shim server whose tasks are gone exits by itself and removes its socket; one
+        // killed here would leave it in /run/containerd/s (outside this containerd's
+        // directories), so give them a moment, then kill what is left and remove the
+        // sockets the shims' bundles named.
+        let patience = Instant::now() + Duration::from_secs(1);
+        while !self.shim_servers().is_empty() && Instant::now() < patience {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         for pid in self.shim_pids() {
             unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+        for socket in sockets {
+            let _ = std::fs::remove_file(socket);
         }
         self.stop();
         for dir in self.runtime_state_dirs() {
