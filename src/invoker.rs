@@ -319,7 +319,7 @@ impl Invoker {
                     };
                     let head = format!("{}{HEADER_STATUS}: {status}\r\n", stream.header());
                     stream
-                        .send(&http1::request("PUT", PATH_ANSWER, &head, &answer, false))
+                        .send(http1::request("PUT", PATH_ANSWER, &head, &answer, false))
                         .map_err(CallFailure::Broken)?;
                 }
             }

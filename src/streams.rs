@@ -42,6 +42,8 @@ pub const MAX_CALL_ARGS: usize = 16 << 20;
 const MAX_DROPPED: usize = 1 << 30;
 /// A writer's buffer larger than this is not kept for the next batch.
 const KEEP_BATCH: usize = 1 << 20;
+/// A request this large that finds the outbox empty becomes the outbox (no copy).
+const MOVE_ALONE: usize = 64 << 10;
 /// How often calls in flight are checked against their deadlines: how late, at most, a call
 /// past its deadline is failed.
 pub const SWEEP: Duration = Duration::from_millis(50);
@@ -174,7 +176,7 @@ impl Conn {
         };
         let mut request = http1::Message::request(method, path, headers.len() + body.len());
         request.header_number(HEADER_STREAM, id).lines(headers);
-        stream.send(&request.finish(body, false))?;
+        stream.send(request.finish(body, false))?;
         Ok(stream)
     }
 
@@ -261,7 +263,7 @@ impl Stream {
     }
 
     /// Writes `request` (head and body whole) on the call's connection.
-    pub fn send(&self, request: &[u8]) -> io::Result<()> {
+    pub fn send(&self, request: Vec<u8>) -> io::Result<()> {
         let first = {
             let mut outbox = self.conn.outbox.lock().unwrap();
             if outbox.closed {
@@ -270,8 +272,14 @@ impl Stream {
                     "function connection is closed",
                 ));
             }
-            outbox.bytes.extend_from_slice(request);
-            outbox.bytes.len() == request.len()
+            let first = outbox.bytes.is_empty();
+            if first && request.len() >= MOVE_ALONE {
+                // A large request alone in the outbox is written as it is, not copied.
+                outbox.bytes = request;
+            } else {
+                outbox.bytes.extend_from_slice(&request);
+            }
+            first
         };
         if first {
             self.conn.to_write.notify_one();
